@@ -1,0 +1,255 @@
+//! What each endpoint does, apart from talking to the matcher: validating a
+//! request into a [`ShardRequest`], and turning the matcher's reply into the
+//! exact status, headers and bytes of the Go broker (protocol.md §1).
+//! The Worker shell only moves bytes between these functions and the
+//! platform, so all of this is tested natively.
+
+use crate::config::Config;
+use crate::matcher::shard_api::{OfferReply, PollReply};
+use crate::matcher::{AnswerResult, Offer, Poll};
+use crate::protocol::client::{self, ClientOffer};
+use crate::protocol::proxy::{self, ProxyAnswer, ProxyPoll};
+use crate::protocol::{has_candidate, READ_LIMIT};
+
+pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// An HTTP response in platform-neutral form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// A body Go would sniff as `text/plain; charset=utf-8`.
+    pub fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: Some(TEXT_PLAIN),
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// A status with no body: no Content-Type, as Go's `WriteHeader` alone.
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            content_type: None,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    /// Go's `http.NotFound`.
+    pub fn not_found() -> Reply {
+        let mut r = Reply::text(404, "404 page not found\n");
+        r.headers.push(("X-Content-Type-Options", "nosniff".into()));
+        r
+    }
+
+    /// Go's `http.Redirect` with 301 (a small HTML body for GET and HEAD).
+    pub fn moved(location: &str, method_is_get_or_head: bool) -> Reply {
+        let mut r = if method_is_get_or_head {
+            Reply {
+                status: 301,
+                content_type: Some("text/html; charset=utf-8"),
+                headers: Vec::new(),
+                body: format!(
+                    "<a href=\"{}\">Moved Permanently</a>.\n\n",
+                    html_escape(location)
+                ),
+            }
+        } else {
+            Reply::empty(301)
+        };
+        r.headers.push(("Location", location.to_string()));
+        r
+    }
+
+    /// A setting is invalid: refuse to guess, say so.
+    pub fn misconfigured(problem: &str) -> Reply {
+        Reply::text(500, format!("broker misconfigured: {problem}\n"))
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `/robots.txt`.
+pub fn robots() -> Reply {
+    Reply::text(200, "User-agent: *\nDisallow: /\n")
+}
+
+/// Bodies over the limit are refused as Go's `MaxBytesReader` refuses them.
+pub fn within_limit(body: &[u8]) -> Result<&[u8], Reply> {
+    if body.len() > READ_LIMIT {
+        Err(Reply::empty(400))
+    } else {
+        Ok(body)
+    }
+}
+
+/// How a proxy poll was refused before reaching the matcher.
+pub fn proxy_poll(config: &Config, body: &[u8]) -> Result<Poll, Reply> {
+    let poll = ProxyPoll::decode(within_limit(body)?).map_err(|_| Reply::empty(400))?;
+    if !config.relay_pattern_accepted(poll.accepted_relay_pattern.as_deref()) {
+        return Err(Reply::text(
+            200,
+            proxy::poll_response(
+                proxy::STATUS_BAD_RELAY_PATTERN,
+                "",
+                "",
+                proxy::NEXT_POLL_AFTER_BAD_PATTERN_MS,
+                "",
+            ),
+        ));
+    }
+    Ok(Poll {
+        sid: poll.sid,
+        nat: poll.nat,
+        proxy_type: poll.proxy_type,
+        clients: poll.clients,
+    })
+}
+
+/// A refused poll (shard full) is told to come back later than usual, which
+/// sheds load instead of falling over.
+pub fn refused_next_poll_ms(config: &Config) -> u64 {
+    config.next_poll_ms.saturating_mul(3).max(30_000)
+}
+
+pub fn proxy_poll_reply(config: &Config, reply: &PollReply) -> Reply {
+    let body = match reply {
+        PollReply::Matched(a) => proxy::poll_response(
+            proxy::STATUS_MATCH,
+            &a.offer,
+            a.client_nat.as_str(),
+            config.next_poll_ms,
+            &a.relay_url,
+        ),
+        PollReply::NoMatch => {
+            proxy::poll_response(proxy::STATUS_NO_MATCH, "", "", config.next_poll_ms, "")
+        }
+        PollReply::Refused => proxy::poll_response(
+            proxy::STATUS_NO_MATCH,
+            "",
+            "",
+            refused_next_poll_ms(config),
+            "",
+        ),
+    };
+    Reply::text(200, body)
+}
+
+/// Which client format a request used: they answer differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFormat {
+    /// `1.0\n{json}` over HTTP: every outcome is 200 with JSON.
+    V1,
+    /// Raw SDP JSON with `Snowflake-NAT-Type`: bare answer, 503, 504.
+    Legacy,
+}
+
+/// Validates a `/client` request into an offer for the matcher.
+pub fn client(
+    config: &Config,
+    body: &[u8],
+    nat_header: Option<&str>,
+    started_at: u64,
+) -> Result<(Offer, ClientFormat), Reply> {
+    let body = within_limit(body)?;
+    if client::is_legacy(body) {
+        // R dropped the connection here (a panic); a clear 400 is the fix.
+        let offer = ClientOffer::decode_legacy(body, nat_header).map_err(|_| Reply::empty(400))?;
+        let relay_url = match config.bridges.get(&offer.fingerprint) {
+            Some(bridge) => bridge.websocket_address.clone(),
+            // The default bridge is not served: the operator's list, not the client, is at fault.
+            None => return Err(Reply::empty(500)),
+        };
+        return Ok((
+            Offer {
+                offer: offer.offer,
+                nat: offer.nat,
+                relay_url,
+                started_at,
+            },
+            ClientFormat::Legacy,
+        ));
+    }
+    client_v1(config, body, started_at)
+        .map(|offer| (offer, ClientFormat::V1))
+        .map_err(|error| Reply::text(200, client::error_response(&error)))
+}
+
+/// Validates a 1.0 client message (from `/client` or an AMP path); the error
+/// is the text for `{"error":…}`.
+pub fn client_v1(config: &Config, body: &[u8], started_at: u64) -> Result<Offer, String> {
+    let offer = ClientOffer::decode(body)?;
+    let bridge = config
+        .bridges
+        .get(&offer.fingerprint)
+        .ok_or_else(|| client::ERR_UNKNOWN_BRIDGE.to_string())?;
+    Ok(Offer {
+        offer: offer.offer,
+        nat: offer.nat,
+        relay_url: bridge.websocket_address.clone(),
+        started_at,
+    })
+}
+
+/// The JSON a 1.0 client receives for a matcher outcome.
+pub fn client_v1_json(reply: &OfferReply) -> String {
+    match reply {
+        OfferReply::Answer(answer) => client::answer_response(answer),
+        OfferReply::TimedOut => client::error_response(client::ERR_TIMED_OUT),
+        OfferReply::Denied => client::error_response(client::ERR_NO_PROXIES),
+    }
+}
+
+pub fn client_reply(format: ClientFormat, reply: &OfferReply) -> Reply {
+    match (format, reply) {
+        (ClientFormat::V1, r) => Reply::text(200, client_v1_json(r)),
+        (ClientFormat::Legacy, OfferReply::Answer(answer)) => Reply::text(200, answer.clone()),
+        (ClientFormat::Legacy, OfferReply::Denied) => Reply::empty(503),
+        (ClientFormat::Legacy, OfferReply::TimedOut) => Reply::empty(504),
+    }
+}
+
+/// Validates an `/answer` request.
+pub fn answer(body: &[u8]) -> Result<ProxyAnswer, Reply> {
+    let body = within_limit(body)?;
+    if !has_candidate(body) {
+        return Err(Reply::empty(400));
+    }
+    ProxyAnswer::decode(body).map_err(|_| Reply::empty(400))
+}
+
+pub fn answer_reply(result: AnswerResult) -> Reply {
+    Reply::text(
+        200,
+        match result {
+            AnswerResult::Delivered => proxy::ANSWER_SUCCESS,
+            AnswerResult::ClientGone => proxy::ANSWER_CLIENT_GONE,
+        },
+    )
+}
+
+/// `/metrics` until descriptors are published: R without `--metrics-log`.
+pub fn metrics_disabled() -> Reply {
+    Reply::not_found()
+}

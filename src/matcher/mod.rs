@@ -1,0 +1,453 @@
+//! The matching engine: waiting proxies, waiting clients and their deadlines.
+//!
+//! A pure state machine: every event (poll, offer, answer, time passing,
+//! cancellation) is one method call taking `now` and returning what to tell
+//! which parked request. Because each call runs to completion, the choice
+//! between "match" and "timed out" is atomic: an offer can never go to a poll
+//! that has already been answered `no match`.
+//!
+//! Parked requests are named by [`Ticket`]s; the Durable Object maps tickets
+//! to the channels its requests wait on.
+
+use crate::config::TimeoutFrom;
+use crate::protocol::nat::{Nat, Pool};
+use crate::protocol::proxy::ProxyType;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+
+pub mod shard_api;
+
+/// Names one parked request. Tickets increase, so among proxies of equal
+/// load the one that has waited longest is matched first.
+pub type Ticket = u64;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub proxy_poll_timeout_ms: u64,
+    pub client_timeout_ms: u64,
+    pub client_timeout_from: TimeoutFrom,
+    pub max_parked_polls: usize,
+}
+
+/// A proxy poll that passed validation and the relay-pattern check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poll {
+    pub sid: String,
+    pub nat: Nat,
+    pub proxy_type: ProxyType,
+    pub clients: i64,
+}
+
+/// A client offer bound for one bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub offer: String,
+    pub nat: Nat,
+    pub relay_url: String,
+    /// When the client's request reached the broker (for `TimeoutFrom::Request`).
+    pub started_at: Millis,
+}
+
+/// What a matched proxy's poll returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub offer: String,
+    pub client_nat: Nat,
+    pub relay_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyOutcome {
+    Matched(Assignment),
+    NoMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientOutcome {
+    Answer(String),
+    TimedOut,
+}
+
+/// An outcome for a parked request, to be delivered by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    Proxy(Ticket, ProxyOutcome),
+    Client(Ticket, ClientOutcome),
+}
+
+/// How a proxy poll starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollStart {
+    /// Parked until matched or `deadline`; `replaced` is an earlier live poll
+    /// with the same Sid, which must now be told `no match`.
+    Parked {
+        ticket: Ticket,
+        deadline: Millis,
+        replaced: Option<Wake>,
+    },
+    /// The shard already holds its maximum of parked polls: answer at once.
+    Full,
+    /// The Sid belongs to a proxy whose client is waiting for its answer; a
+    /// second poll under it must not disturb that rendezvous.
+    SidBusy,
+}
+
+/// How a client offer starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferStart {
+    /// Handed to a proxy (`wake` delivers it); the client waits until `deadline`.
+    Parked {
+        ticket: Ticket,
+        deadline: Millis,
+        wake: Wake,
+        proxy_type: ProxyType,
+    },
+    /// No waiting proxy may serve this client.
+    Denied,
+    /// The client's own deadline passed before a proxy could be given the offer.
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnswerResult {
+    Delivered,
+    ClientGone,
+}
+
+#[derive(Debug, Clone)]
+struct ParkedProxy {
+    sid: String,
+    pool: Pool,
+    clients: i64,
+    deadline: Millis,
+}
+
+#[derive(Debug, Clone)]
+struct WaitingClient {
+    sid: String,
+    deadline: Millis,
+}
+
+/// What the Sid table knows about a proxy session.
+#[derive(Debug, Clone)]
+struct Session {
+    nat: Nat,
+    proxy_type: ProxyType,
+    state: SessionState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionState {
+    Polling(Ticket),
+    /// Matched; the client holding this ticket waits for the proxy's answer.
+    Answering(Ticket),
+}
+
+/// Counts for `/debug`: every session (polling or answering) by type and NAT.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Census {
+    pub sessions: usize,
+    pub by_type: Vec<(ProxyType, usize)>,
+    pub by_nat: Vec<(Nat, usize)>,
+    pub parked_polls: usize,
+    pub waiting_clients: usize,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    settings: Settings,
+    next_ticket: Ticket,
+    /// Per pool, parked polls ordered by reported load, then by age.
+    pools: [BTreeSet<(i64, Ticket)>; 3],
+    proxies: HashMap<Ticket, ParkedProxy>,
+    clients: HashMap<Ticket, WaitingClient>,
+    sessions: HashMap<String, Session>,
+    deadlines: BTreeSet<(Millis, Ticket)>,
+}
+
+impl Engine {
+    pub fn new(settings: Settings) -> Engine {
+        Engine {
+            settings,
+            next_ticket: 1,
+            pools: Default::default(),
+            proxies: HashMap::new(),
+            clients: HashMap::new(),
+            sessions: HashMap::new(),
+            deadlines: BTreeSet::new(),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Settings can change when the Durable Object is re-created with a new
+    /// deploy's values; parked requests keep the deadlines they were given.
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
+    fn ticket(&mut self) -> Ticket {
+        let t = self.next_ticket;
+        self.next_ticket = self.next_ticket.wrapping_add(1);
+        t
+    }
+
+    fn pool_mut(&mut self, pool: Pool) -> Option<&mut BTreeSet<(i64, Ticket)>> {
+        self.pools.get_mut(pool.index())
+    }
+
+    /// Parks a proxy poll.
+    pub fn poll(&mut self, now: Millis, poll: Poll) -> PollStart {
+        let earlier = match self.sessions.get(&poll.sid).map(|s| s.state) {
+            Some(SessionState::Answering(_)) => return PollStart::SidBusy,
+            Some(SessionState::Polling(old)) => Some(old),
+            None => None,
+        };
+        // A poll that replaces an earlier one takes its place in the count.
+        let others = self
+            .proxies
+            .len()
+            .saturating_sub(usize::from(earlier.is_some()));
+        if others >= self.settings.max_parked_polls {
+            return PollStart::Full;
+        }
+        // A second live poll with the same Sid ends the first one.
+        let replaced = earlier.and_then(|old| {
+            self.remove_proxy(old)
+                .map(|_| Wake::Proxy(old, ProxyOutcome::NoMatch))
+        });
+        let ticket = self.ticket();
+        let deadline = now.saturating_add(self.settings.proxy_poll_timeout_ms);
+        let pool = poll.nat.proxy_pool();
+        if let Some(set) = self.pool_mut(pool) {
+            set.insert((poll.clients, ticket));
+        }
+        self.deadlines.insert((deadline, ticket));
+        self.proxies.insert(
+            ticket,
+            ParkedProxy {
+                sid: poll.sid.clone(),
+                pool,
+                clients: poll.clients,
+                deadline,
+            },
+        );
+        self.sessions.insert(
+            poll.sid,
+            Session {
+                nat: poll.nat,
+                proxy_type: poll.proxy_type,
+                state: SessionState::Polling(ticket),
+            },
+        );
+        PollStart::Parked {
+            ticket,
+            deadline,
+            replaced,
+        }
+    }
+
+    /// Takes a parked proxy out of its pool and the deadline queue; leaves the
+    /// session entry to the caller.
+    fn remove_proxy(&mut self, ticket: Ticket) -> Option<ParkedProxy> {
+        let proxy = self.proxies.remove(&ticket)?;
+        if let Some(set) = self.pool_mut(proxy.pool) {
+            set.remove(&(proxy.clients, ticket));
+        }
+        self.deadlines.remove(&(proxy.deadline, ticket));
+        Some(proxy)
+    }
+
+    /// Whether some parked proxy could serve a client with this NAT.
+    pub fn can_serve(&self, nat: Nat) -> bool {
+        nat.client_pools()
+            .iter()
+            .any(|pool| self.pools.get(pool.index()).is_some_and(|s| !s.is_empty()))
+    }
+
+    /// Hands a client's offer to the least-loaded proxy it may use.
+    pub fn offer(&mut self, now: Millis, offer: Offer) -> OfferStart {
+        let deadline = match self.settings.client_timeout_from {
+            TimeoutFrom::Request => offer
+                .started_at
+                .saturating_add(self.settings.client_timeout_ms),
+            TimeoutFrom::Match => now.saturating_add(self.settings.client_timeout_ms),
+        };
+        let chosen = offer.nat.client_pools().iter().find_map(|pool| {
+            self.pools
+                .get(pool.index())
+                .and_then(|set| set.first().copied())
+        });
+        let Some((_, proxy_ticket)) = chosen else {
+            return OfferStart::Denied;
+        };
+        if deadline <= now {
+            // Matching now would spend a proxy on a client that has given up.
+            return OfferStart::Expired;
+        }
+        let Some(proxy) = self.remove_proxy(proxy_ticket) else {
+            return OfferStart::Denied;
+        };
+        let ticket = self.ticket();
+        let proxy_type = match self.sessions.get_mut(&proxy.sid) {
+            Some(session) => {
+                session.state = SessionState::Answering(ticket);
+                session.proxy_type
+            }
+            None => ProxyType::Unknown,
+        };
+        self.deadlines.insert((deadline, ticket));
+        self.clients.insert(
+            ticket,
+            WaitingClient {
+                sid: proxy.sid,
+                deadline,
+            },
+        );
+        OfferStart::Parked {
+            ticket,
+            deadline,
+            proxy_type,
+            wake: Wake::Proxy(
+                proxy_ticket,
+                ProxyOutcome::Matched(Assignment {
+                    offer: offer.offer,
+                    client_nat: offer.nat,
+                    relay_url: offer.relay_url,
+                }),
+            ),
+        }
+    }
+
+    /// Delivers a proxy's answer to exactly the client whose offer it got.
+    /// Any Sid without a waiting client (never seen, still polling, timed
+    /// out, already answered) is `client gone` at once.
+    pub fn answer(&mut self, sid: &str, answer: String) -> (AnswerResult, Option<Wake>) {
+        let client = match self.sessions.get(sid).map(|s| s.state) {
+            Some(SessionState::Answering(client)) => client,
+            _ => return (AnswerResult::ClientGone, None),
+        };
+        self.sessions.remove(sid);
+        match self.clients.remove(&client) {
+            Some(waiting) => {
+                self.deadlines.remove(&(waiting.deadline, client));
+                (
+                    AnswerResult::Delivered,
+                    Some(Wake::Client(client, ClientOutcome::Answer(answer))),
+                )
+            }
+            None => (AnswerResult::ClientGone, None),
+        }
+    }
+
+    /// The earliest deadline still pending, for the caller's timer.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// Ends every parked request whose deadline is at or before `now`.
+    pub fn expire(&mut self, now: Millis) -> Vec<Wake> {
+        let mut wakes = Vec::new();
+        while let Some(&(deadline, ticket)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(wake) = self.end(ticket) {
+                wakes.push(wake);
+            }
+        }
+        wakes
+    }
+
+    /// Forgets a parked request whose caller went away; its proxy or client
+    /// counterpart is treated as if it had timed out.
+    pub fn cancel(&mut self, ticket: Ticket) {
+        let _ = self.end(ticket);
+    }
+
+    /// Ends one parked request as timed out, whatever it is.
+    fn end(&mut self, ticket: Ticket) -> Option<Wake> {
+        if let Some(proxy) = self.remove_proxy(ticket) {
+            self.forget_session(&proxy.sid, SessionState::Polling(ticket));
+            return Some(Wake::Proxy(ticket, ProxyOutcome::NoMatch));
+        }
+        if let Some(client) = self.clients.remove(&ticket) {
+            self.deadlines.remove(&(client.deadline, ticket));
+            self.forget_session(&client.sid, SessionState::Answering(ticket));
+            return Some(Wake::Client(ticket, ClientOutcome::TimedOut));
+        }
+        None
+    }
+
+    /// Removes a session only if it is still the one that ended, so a newer
+    /// poll under the same Sid keeps its place (R deleted it: §3.6).
+    fn forget_session(&mut self, sid: &str, state: SessionState) {
+        if self.sessions.get(sid).is_some_and(|s| s.state == state) {
+            self.sessions.remove(sid);
+        }
+    }
+
+    pub fn census(&self) -> Census {
+        let mut by_type: HashMap<ProxyType, usize> = HashMap::new();
+        let mut by_nat: HashMap<Nat, usize> = HashMap::new();
+        for session in self.sessions.values() {
+            *by_type.entry(session.proxy_type).or_default() += 1;
+            *by_nat.entry(session.nat).or_default() += 1;
+        }
+        let mut by_type: Vec<_> = by_type.into_iter().collect();
+        by_type.sort();
+        let mut by_nat: Vec<_> = by_nat.into_iter().collect();
+        by_nat.sort();
+        Census {
+            sessions: self.sessions.len(),
+            by_type,
+            by_nat,
+            parked_polls: self.proxies.len(),
+            waiting_clients: self.clients.len(),
+        }
+    }
+
+    /// Internal consistency, for tests: every index agrees with the others.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let pooled: usize = self.pools.iter().map(BTreeSet::len).sum();
+        if pooled != self.proxies.len() {
+            return Err(format!("{pooled} pooled vs {} proxies", self.proxies.len()));
+        }
+        if self.deadlines.len() != self.proxies.len() + self.clients.len() {
+            return Err("deadline count differs from parked requests".into());
+        }
+        for (ticket, p) in &self.proxies {
+            let in_pool = self
+                .pools
+                .get(p.pool.index())
+                .is_some_and(|s| s.contains(&(p.clients, *ticket)));
+            let session_ok = self
+                .sessions
+                .get(&p.sid)
+                .is_some_and(|s| s.state == SessionState::Polling(*ticket));
+            if !in_pool || !session_ok || !self.deadlines.contains(&(p.deadline, *ticket)) {
+                return Err(format!("proxy {ticket} not indexed"));
+            }
+        }
+        for (ticket, c) in &self.clients {
+            let session_ok = self
+                .sessions
+                .get(&c.sid)
+                .is_some_and(|s| s.state == SessionState::Answering(*ticket));
+            if !session_ok || !self.deadlines.contains(&(c.deadline, *ticket)) {
+                return Err(format!("client {ticket} not indexed"));
+            }
+        }
+        if self.sessions.len() != self.proxies.len() + self.clients.len() {
+            return Err("sessions differ from parked requests".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Metrics: snowflake-stats descriptors, Prometheus text, IP scrubbing.

@@ -253,3 +253,26 @@ pub fn answer_reply(result: AnswerResult) -> Reply {
 pub fn metrics_disabled() -> Reply {
     Reply::not_found()
 }
+
+/// Every AMP outcome is a 200 AMP page carrying the client JSON in armor
+/// (protocol.md §1.8); the cache may keep it for 15 s.
+pub fn amp_page(json: &str) -> Reply {
+    Reply {
+        status: 200,
+        content_type: Some("text/html"),
+        headers: vec![("Cache-Control", "max-age=15".to_string())],
+        body: crate::amp::encode_armor(json.as_bytes()),
+    }
+}
+
+/// Validates an AMP rendezvous: `suffix` is the decoded path after
+/// `/amp/client/`. There is no legacy format and no candidate check here.
+pub fn amp_client(config: &Config, suffix: &str, started_at: u64) -> Result<Offer, Reply> {
+    let message = crate::amp::decode_path(suffix)
+        .map_err(|_| amp_page(&client::error_response(client::ERR_AMP_PATH)))?;
+    client_v1(config, &message, started_at).map_err(|e| amp_page(&client::error_response(&e)))
+}
+
+pub fn amp_reply(reply: &OfferReply) -> Reply {
+    amp_page(&client_v1_json(reply))
+}

@@ -6,7 +6,7 @@ mod settings;
 mod timer;
 
 use crate::config::Config;
-use crate::handlers::{self, ClientFormat, Reply};
+use crate::handlers::{self, Reply};
 use crate::matcher::shard_api::{ShardReply, ShardRequest};
 use crate::routes::{self, Route};
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, Result};
@@ -98,8 +98,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             Some(body) => answer(&env, &body).await,
             None => Reply::empty(400),
         },
-        // AMP rendezvous arrives with issue #4's handler.
-        (Route::AmpClient(_), Ok(_)) => Reply::not_found(),
+        (Route::AmpClient(suffix), Ok(config)) => amp(&env, config, suffix, started).await,
     };
     into_response(reply, cors)
 }
@@ -124,14 +123,19 @@ async fn client(env: &Env, config: &Config, body: &[u8], nat: Option<&str>, star
     match ask(env, &ShardRequest::Offer(offer)).await {
         Ok(ShardReply::Offer(reply)) => handlers::client_reply(format, &reply),
         Ok(_) => Reply::empty(500),
-        Err(e) => {
-            let reply = unavailable(&e);
-            if format == ClientFormat::V1 {
-                reply
-            } else {
-                Reply::empty(500)
-            }
-        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn amp(env: &Env, config: &Config, suffix: &str, started: u64) -> Reply {
+    let offer = match handlers::amp_client(config, suffix, started) {
+        Ok(offer) => offer,
+        Err(reply) => return reply,
+    };
+    match ask(env, &ShardRequest::Offer(offer)).await {
+        Ok(ShardReply::Offer(reply)) => handlers::amp_reply(&reply),
+        Ok(_) => Reply::empty(500),
+        Err(e) => unavailable(&e),
     }
 }
 

@@ -1,0 +1,627 @@
+//! protocol.md §9's black-box cases, played against the pure core: the
+//! handlers that validate and format requests, and the matching engine,
+//! driven synchronously with an explicit clock. The Worker shell only moves
+//! these values over HTTP, which tests/worker/ checks separately.
+
+use snowflake_broker::config::{Config, TimeoutFrom};
+use snowflake_broker::handlers::{self, ClientFormat, Reply};
+use snowflake_broker::matcher::shard_api::{OfferReply, PollReply};
+use snowflake_broker::matcher::{
+    ClientOutcome, Engine, OfferStart, PollStart, ProxyOutcome, Settings, Ticket, Wake,
+};
+use std::collections::HashMap;
+
+const FP: &str = "2B280B23E1107BB62ABFC40DDCC8824814F80A72";
+
+fn sdp_json(kind: &str, sdp: &str) -> String {
+    serde_json::json!({"type": kind, "sdp": sdp}).to_string()
+}
+
+fn client_body(offer: &str, nat: Option<&str>) -> Vec<u8> {
+    let mut m = serde_json::Map::new();
+    m.insert("offer".into(), offer.into());
+    if let Some(n) = nat {
+        m.insert("nat".into(), n.into());
+    }
+    m.insert("fingerprint".into(), FP.into());
+    format!("1.0\n{}", serde_json::Value::Object(m)).into_bytes()
+}
+
+fn poll_body(sid: &str, nat: &str, clients: i64) -> Vec<u8> {
+    serde_json::json!({"Sid": sid, "Version": "1.3", "Type": "standalone", "NAT": nat,
+        "Clients": clients, "AcceptedRelayPattern": "snowflake.torproject.net$"})
+    .to_string()
+    .into_bytes()
+}
+
+fn answer_body(sid: &str, answer: &str) -> Vec<u8> {
+    serde_json::json!({"Version": "1.3", "Sid": sid, "Answer": answer})
+        .to_string()
+        .into_bytes()
+}
+
+/// The broker with the Durable Object's plumbing replaced by maps.
+struct Sim {
+    config: Config,
+    engine: Engine,
+    now: u64,
+    proxies: HashMap<Ticket, Option<Reply>>,
+    clients: HashMap<Ticket, (ClientFormat, Option<Reply>)>,
+}
+
+impl Sim {
+    fn new(config: Config) -> Sim {
+        let engine = Engine::new(Settings {
+            proxy_poll_timeout_ms: config.proxy_poll_timeout_ms,
+            client_timeout_ms: config.client_timeout_ms,
+            client_timeout_from: config.client_timeout_from,
+            max_parked_polls: config.max_parked_polls,
+        });
+        Sim {
+            config,
+            engine,
+            now: 1_000_000,
+            proxies: HashMap::new(),
+            clients: HashMap::new(),
+        }
+    }
+
+    fn deliver(&mut self, wakes: impl IntoIterator<Item = Wake>) {
+        for wake in wakes {
+            match wake {
+                Wake::Proxy(t, o) => {
+                    let reply = match o {
+                        ProxyOutcome::Matched(a) => PollReply::Matched(a),
+                        ProxyOutcome::NoMatch => PollReply::NoMatch,
+                    };
+                    let slot = self.proxies.get_mut(&t).expect("wake for an unknown proxy");
+                    assert!(slot.is_none(), "proxy {t} answered twice");
+                    *slot = Some(handlers::proxy_poll_reply(&self.config, &reply));
+                }
+                Wake::Client(t, o) => {
+                    let reply = match o {
+                        ClientOutcome::Answer(a) => OfferReply::Answer(a),
+                        ClientOutcome::TimedOut => OfferReply::TimedOut,
+                    };
+                    let (format, slot) = self
+                        .clients
+                        .get_mut(&t)
+                        .expect("wake for an unknown client");
+                    assert!(slot.is_none(), "client {t} answered twice");
+                    *slot = Some(handlers::client_reply(*format, &reply));
+                }
+            }
+        }
+    }
+
+    /// Returns the ticket of a parked poll, or the immediate reply.
+    fn poll(&mut self, body: &[u8]) -> Result<Ticket, Reply> {
+        let poll = handlers::proxy_poll(&self.config, body)?;
+        match self.engine.poll(self.now, poll) {
+            PollStart::Parked {
+                ticket, replaced, ..
+            } => {
+                self.proxies.insert(ticket, None);
+                self.deliver(replaced);
+                Ok(ticket)
+            }
+            PollStart::Full | PollStart::SidBusy => Err(handlers::proxy_poll_reply(
+                &self.config,
+                &PollReply::Refused,
+            )),
+        }
+    }
+
+    fn client(&mut self, body: &[u8], nat_header: Option<&str>) -> Result<Ticket, Reply> {
+        let (offer, format) = handlers::client(&self.config, body, nat_header, self.now)?;
+        match self.engine.offer(self.now, offer) {
+            OfferStart::Parked { ticket, wake, .. } => {
+                self.clients.insert(ticket, (format, None));
+                self.deliver([wake]);
+                Ok(ticket)
+            }
+            OfferStart::Denied => Err(handlers::client_reply(format, &OfferReply::Denied)),
+            OfferStart::Expired => Err(handlers::client_reply(format, &OfferReply::TimedOut)),
+        }
+    }
+
+    fn answer(&mut self, body: &[u8]) -> Reply {
+        match handlers::answer(body) {
+            Err(reply) => reply,
+            Ok(a) => {
+                let (result, wake) = self.engine.answer(&a.sid, a.answer);
+                self.deliver(wake);
+                handlers::answer_reply(result)
+            }
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        let wakes = self.engine.expire(self.now);
+        self.deliver(wakes);
+        self.engine.check_invariants().unwrap();
+    }
+
+    fn proxy_reply(&self, t: Ticket) -> Option<&Reply> {
+        self.proxies.get(&t).and_then(Option::as_ref)
+    }
+
+    fn client_reply(&self, t: Ticket) -> Option<&Reply> {
+        self.clients.get(&t).and_then(|(_, r)| r.as_ref())
+    }
+}
+
+fn text(body: &str) -> Reply {
+    Reply::text(200, body)
+}
+
+fn no_match() -> Reply {
+    text(r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":20000,"RelayURL":""}"#)
+}
+
+#[test]
+fn case_2_no_proxies() {
+    let mut sim = Sim::new(Config::default());
+    let r = sim.client(
+        &client_body(&sdp_json("offer", "v=0"), Some("unknown")),
+        None,
+    );
+    assert_eq!(
+        r,
+        Err(text(
+            r#"{"error":"no snowflake proxies currently available"}"#
+        ))
+    );
+}
+
+#[test]
+fn cases_3_14_19_rendezvous_end_to_end() {
+    let mut sim = Sim::new(Config::default());
+    let offer = sdp_json("offer", "v=0\r\no=- 123456789 2 IN IP4 127.0.0.1\r\na=candidate:1 1 udp 2 8.8.8.8 3000 typ host\r\n");
+    // R's unit test injected an unknown proxy; over HTTP an unknown-NAT client
+    // may only use an open proxy (N's pools), so an unknown one cannot serve it.
+    let p = sim
+        .poll(br#"{"Sid":"ymbcCMto7KHNGYlp","Version":"1.0","AcceptedRelayPattern":""}"#)
+        .unwrap();
+    assert_eq!(
+        sim.client(&client_body(&offer, None), None),
+        Err(text(
+            r#"{"error":"no snowflake proxies currently available"}"#
+        ))
+    );
+    assert_eq!(sim.proxy_reply(p), None);
+    let mut sim = Sim::new(Config::default());
+    let p = sim
+        .poll(&poll_body("ymbcCMto7KHNGYlp", "unrestricted", 0))
+        .unwrap();
+    let c = sim.client(&client_body(&offer, None), None).unwrap();
+    let expected = format!(
+        r#"{{"Status":"client match","Offer":{},"NAT":"unknown","NextPoll":20000,"RelayURL":"wss://snowflake.torproject.net/"}}"#,
+        snowflake_broker::protocol::json::go_string(&offer)
+    );
+    assert_eq!(sim.proxy_reply(p), Some(&text(&expected)));
+    let answer = sdp_json(
+        "answer",
+        "v=0\r\na=candidate:2 1 udp 2 9.9.9.9 4000 typ host\r\n",
+    );
+    assert_eq!(
+        sim.answer(&answer_body("ymbcCMto7KHNGYlp", &answer)),
+        text(r#"{"Status":"success"}"#)
+    );
+    let expected = format!(
+        r#"{{"answer":{}}}"#,
+        snowflake_broker::protocol::json::go_string(&answer)
+    );
+    assert_eq!(sim.client_reply(c), Some(&text(&expected)));
+    // The same answer again: the client is gone.
+    assert_eq!(
+        sim.answer(&answer_body("ymbcCMto7KHNGYlp", &answer)),
+        text(r#"{"Status":"client gone"}"#)
+    );
+}
+
+#[test]
+fn case_4_unrestricted_client_falls_back_to_an_open_proxy() {
+    let mut sim = Sim::new(Config::default());
+    let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
+    sim.client(
+        &client_body(&sdp_json("offer", "x"), Some("unrestricted")),
+        None,
+    )
+    .unwrap();
+    assert!(sim.proxy_reply(p).unwrap().body.contains("client match"));
+}
+
+#[test]
+fn case_5_timeout_counted_from_the_match_or_the_request() {
+    // Time the proxy waited before the client came does not count either way.
+    for (from, waited_before_match) in [(TimeoutFrom::Match, 3_000), (TimeoutFrom::Request, 3_000)]
+    {
+        let config = Config {
+            client_timeout_ms: 5_000,
+            client_timeout_from: from,
+            ..Config::default()
+        };
+        let mut sim = Sim::new(config);
+        let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
+        sim.advance(waited_before_match);
+        let c = sim
+            .client(&client_body(&sdp_json("offer", "x"), None), None)
+            .unwrap();
+        assert!(sim.proxy_reply(p).is_some());
+        sim.advance(4_999);
+        assert_eq!(sim.client_reply(c), None);
+        sim.advance(1);
+        assert_eq!(
+            sim.client_reply(c),
+            Some(&text(r#"{"error":"timed out waiting for answer!"}"#))
+        );
+        let late = sim.answer(&answer_body("p", &sdp_json("answer", "a=candidate")));
+        assert_eq!(late, text(r#"{"Status":"client gone"}"#));
+    }
+}
+
+#[test]
+fn request_mode_counts_time_spent_before_the_match() {
+    let config = Config {
+        client_timeout_ms: 5_000,
+        client_timeout_from: TimeoutFrom::Request,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config.clone());
+    let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
+    // The request started 2 s before it reached the matcher (e.g. a slow front).
+    let (offer, format) = handlers::client(
+        &config,
+        &client_body(&sdp_json("offer", "x"), None),
+        None,
+        sim.now - 2_000,
+    )
+    .unwrap();
+    let OfferStart::Parked {
+        ticket,
+        deadline,
+        wake,
+        ..
+    } = sim.engine.offer(sim.now, offer)
+    else {
+        panic!()
+    };
+    assert_eq!(deadline, sim.now + 3_000);
+    sim.clients.insert(ticket, (format, None));
+    sim.deliver([wake]);
+    assert!(sim.proxy_reply(p).is_some());
+    sim.advance(3_000);
+    assert!(sim.client_reply(ticket).is_some());
+}
+
+#[test]
+fn cases_7_8_9_legacy_client() {
+    let mut sim = Sim::new(Config::default());
+    let legacy = sdp_json("offer", "v=0 a=candidate");
+    assert_eq!(
+        sim.client(legacy.as_bytes(), Some("restricted")),
+        Err(Reply::empty(503))
+    );
+    let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
+    let c = sim.client(legacy.as_bytes(), Some("restricted")).unwrap();
+    let matched = &sim.proxy_reply(p).unwrap().body;
+    assert!(
+        matched.contains(&snowflake_broker::protocol::json::go_string(&legacy)),
+        "{matched}"
+    );
+    let answer = sdp_json("answer", "fake answer a=candidate");
+    sim.answer(&answer_body("p", &answer));
+    assert_eq!(sim.client_reply(c), Some(&text(&answer)));
+    let p = sim.poll(&poll_body("q", "unrestricted", 0)).unwrap();
+    let c = sim.client(legacy.as_bytes(), None).unwrap();
+    assert!(sim.proxy_reply(p).is_some());
+    sim.advance(5_000);
+    assert_eq!(sim.client_reply(c), Some(&Reply::empty(504)));
+    // R dropped the connection for a bad header; we answer 400.
+    assert_eq!(
+        sim.client(legacy.as_bytes(), Some("cone")),
+        Err(Reply::empty(400))
+    );
+    assert_eq!(sim.client(b"{test}", None), Err(Reply::empty(400)));
+}
+
+#[test]
+fn case_15_no_client_means_no_match_after_the_poll_timeout() {
+    let mut sim = Sim::new(Config::default());
+    let p = sim.poll(&poll_body("p", "restricted", 0)).unwrap();
+    sim.advance(9_999);
+    assert_eq!(sim.proxy_reply(p), None);
+    sim.advance(1);
+    assert_eq!(sim.proxy_reply(p), Some(&no_match()));
+}
+
+#[test]
+fn cases_16_to_18_and_29_to_31_bad_answers() {
+    let mut sim = Sim::new(Config::default());
+    let sdp = sdp_json("answer", "a=candidate");
+    assert_eq!(
+        sim.answer(&answer_body("invalid", &sdp)),
+        text(r#"{"Status":"client gone"}"#)
+    );
+    assert_eq!(sim.answer(b""), Reply::empty(400));
+    assert_eq!(sim.answer(&vec![0u8; 100_001]), Reply::empty(400));
+    assert_eq!(
+        sim.answer(br#"{"Version":"1.0","Answer":"test a=candidate"}"#),
+        Reply::empty(400)
+    );
+    assert_eq!(
+        sim.answer(br#"{"Version":"1.0","Sid":"test","x":"a=candidate"}"#),
+        Reply::empty(400)
+    );
+    assert_eq!(
+        sim.answer(br#"{"type":"offer","sdp":"a=candidate"}"#),
+        Reply::empty(400)
+    );
+    // No candidate anywhere in the body.
+    assert_eq!(
+        sim.answer(&answer_body("s", &sdp_json("answer", "v=0"))),
+        Reply::empty(400)
+    );
+}
+
+#[test]
+fn answer_for_a_sid_still_polling_is_client_gone_at_once() {
+    let mut sim = Sim::new(Config::default());
+    let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
+    let r = sim.answer(&answer_body("p", &sdp_json("answer", "a=candidate")));
+    assert_eq!(r, text(r#"{"Status":"client gone"}"#));
+    // The poll is undisturbed and still matches a client.
+    sim.client(&client_body(&sdp_json("offer", "x"), None), None)
+        .unwrap();
+    assert!(sim.proxy_reply(p).unwrap().body.contains("client match"));
+}
+
+#[test]
+fn duplicate_sid_replaces_the_earlier_poll() {
+    let mut sim = Sim::new(Config::default());
+    let first = sim.poll(&poll_body("same", "unrestricted", 0)).unwrap();
+    sim.advance(5_000);
+    let second = sim.poll(&poll_body("same", "unrestricted", 0)).unwrap();
+    assert_eq!(sim.proxy_reply(first), Some(&no_match()));
+    // The first poll's old deadline must not end the second one.
+    sim.advance(5_000);
+    assert_eq!(sim.proxy_reply(second), None);
+    let c = sim
+        .client(&client_body(&sdp_json("offer", "x"), None), None)
+        .unwrap();
+    assert!(sim
+        .proxy_reply(second)
+        .unwrap()
+        .body
+        .contains("client match"));
+    sim.answer(&answer_body("same", &sdp_json("answer", "a=candidate")));
+    assert!(sim.client_reply(c).unwrap().body.contains("answer"));
+    // A poll under a Sid whose client still waits would break that rendezvous.
+    let mut sim = Sim::new(Config::default());
+    sim.poll(&poll_body("busy", "unrestricted", 0)).unwrap();
+    let c = sim
+        .client(&client_body(&sdp_json("offer", "x"), None), None)
+        .unwrap();
+    assert!(sim.poll(&poll_body("busy", "unrestricted", 0)).is_err());
+    sim.answer(&answer_body("busy", &sdp_json("answer", "a=candidate")));
+    assert!(sim.client_reply(c).unwrap().body.contains("answer"));
+}
+
+#[test]
+fn case_38_39_relay_patterns() {
+    let mut sim = Sim::new(Config::default());
+    let bad = handlers::proxy_poll(
+        &sim.config,
+        br#"{"Sid":"a","Version":"1.3","AcceptedRelayPattern":"^snowflake.torproject.net$"}"#,
+    );
+    assert_eq!(
+        bad,
+        Err(text(
+            r#"{"Status":"incorrect relay pattern","Offer":"","NAT":"","NextPoll":3600000,"RelayURL":""}"#
+        ))
+    );
+    // N: a proxy that sends no pattern is refused...
+    assert!(sim.poll(br#"{"Sid":"a","Version":"1.3"}"#).is_err());
+    // ...unless the operator presumes one for such proxies.
+    let mut config = Config::default();
+    config.default_relay_pattern = Some(
+        snowflake_broker::protocol::relay_pattern::RelayPattern::parse("snowflake.torproject.net$"),
+    );
+    sim = Sim::new(config);
+    assert!(sim.poll(br#"{"Sid":"a","Version":"1.3"}"#).is_ok());
+}
+
+#[test]
+fn case_47_least_loaded_proxy_first() {
+    let mut sim = Sim::new(Config::default());
+    let tickets: Vec<(i64, Ticket)> = [4, 5, 3, 1]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            (
+                n,
+                sim.poll(&poll_body(&format!("p{i}"), "unrestricted", n))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        sim.client(&client_body(&sdp_json("offer", "x"), Some("unknown")), None)
+            .unwrap();
+        for (n, t) in &tickets {
+            if sim.proxy_reply(*t).is_some() && !order.contains(n) {
+                order.push(*n);
+            }
+        }
+    }
+    assert_eq!(order, vec![1, 3, 4, 5]);
+}
+
+#[test]
+fn n_pools_serve_clients_in_n_order() {
+    let mut sim = Sim::new(Config::default());
+    let open = sim.poll(&poll_body("open", "open", 0)).unwrap();
+    let moderate = sim.poll(&poll_body("moderate", "moderate", 0)).unwrap();
+    let strict = sim.poll(&poll_body("strict", "restricted", 0)).unwrap();
+    // A restricted client can only use the open proxy.
+    sim.client(&client_body(&sdp_json("offer", "x"), Some("strict")), None)
+        .unwrap();
+    assert!(sim.proxy_reply(open).is_some());
+    assert!(sim
+        .client(
+            &client_body(&sdp_json("offer", "x"), Some("restricted")),
+            None
+        )
+        .is_err());
+    // A moderate client takes the moderate proxy; an open one takes strict first.
+    sim.client(
+        &client_body(&sdp_json("offer", "x"), Some("moderate")),
+        None,
+    )
+    .unwrap();
+    assert!(sim.proxy_reply(moderate).is_some());
+    sim.client(&client_body(&sdp_json("offer", "x"), Some("open")), None)
+        .unwrap();
+    assert!(sim.proxy_reply(strict).is_some());
+}
+
+#[test]
+fn a_full_shard_answers_at_once_with_a_longer_next_poll() {
+    let config = Config {
+        max_parked_polls: 2,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config);
+    sim.poll(&poll_body("a", "restricted", 0)).unwrap();
+    sim.poll(&poll_body("b", "restricted", 0)).unwrap();
+    let refused = sim.poll(&poll_body("c", "restricted", 0)).unwrap_err();
+    assert_eq!(
+        refused,
+        text(r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":60000,"RelayURL":""}"#)
+    );
+    // Re-polling under a parked Sid is not a new poll: it takes its own place.
+    assert!(sim.poll(&poll_body("a", "restricted", 0)).is_ok());
+}
+
+#[test]
+fn unknown_bridge_is_an_error_in_the_body() {
+    let mut sim = Sim::new(Config::default());
+    let body = b"1.0\n{\"offer\":\"{\\\"type\\\":\\\"offer\\\",\\\"sdp\\\":\\\"x\\\"}\",\"fingerprint\":\"2B280B23E1107BB62ABFC40DDCC8824814F80B00\"}";
+    assert_eq!(
+        sim.client(body, None),
+        Err(text(
+            r#"{"error":"bridge with requested fingerprint is unknown to the broker"}"#
+        ))
+    );
+}
+
+#[test]
+fn case_52_bridge_list_sets_the_relay_url() {
+    let mut list = String::new();
+    for i in 0..10 {
+        list.push_str(&format!(
+            "{{\"displayName\":\"imaginary-{i}\",\"webSocketAddress\":\"wss://imaginary-{i}-snowflake.torproject.org\",\"fingerprint\":\"2B280B23E1107BB62ABFC40DDCC8824814F80B0{i}\"}}\n"
+        ));
+    }
+    let config = Config::from_lookup(|k| (k == "BRIDGE_LIST").then(|| list.clone())).unwrap();
+    let mut sim = Sim::new(config);
+    let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
+    let body = format!(
+        "1.0\n{{\"offer\":{},\"fingerprint\":\"2B280B23E1107BB62ABFC40DDCC8824814F80B07\"}}",
+        snowflake_broker::protocol::json::go_string(&sdp_json("offer", "x"))
+    );
+    sim.client(body.as_bytes(), None).unwrap();
+    assert!(sim
+        .proxy_reply(p)
+        .unwrap()
+        .body
+        .ends_with(r#""RelayURL":"wss://imaginary-7-snowflake.torproject.org"}"#));
+    // The list replaced the default bridge: legacy clients cannot be served.
+    assert_eq!(
+        sim.client(sdp_json("offer", "x").as_bytes(), None),
+        Err(Reply::empty(500))
+    );
+}
+
+#[test]
+fn oversized_bodies_are_refused_everywhere() {
+    let mut sim = Sim::new(Config::default());
+    let mut big = poll_body("p", "unrestricted", 0);
+    big.resize(100_001, b' ');
+    assert_eq!(sim.poll(&big), Err(Reply::empty(400)));
+    big.truncate(100_000);
+    assert!(sim.poll(&big).is_ok());
+    let mut big = client_body(&sdp_json("offer", "x"), None);
+    big.resize(100_001, b' ');
+    assert_eq!(sim.client(&big, None), Err(Reply::empty(400)));
+}
+
+#[test]
+fn amp_outcomes_are_armored_pages() {
+    let config = Config::default();
+    let bad = handlers::amp_client(&config, "bad", 0).unwrap_err();
+    assert_eq!(bad.status, 200);
+    assert_eq!(bad.content_type, Some("text/html"));
+    assert_eq!(
+        bad.headers,
+        vec![("Cache-Control", "max-age=15".to_string())]
+    );
+    assert!(bad
+        .body
+        .contains("0eyJlcnJvciI6ImNhbm5vdCBkZWNvZGU\ngVVJMIHBhdGgifQ==\n"));
+    let denied = handlers::amp_reply(&OfferReply::Denied);
+    assert_eq!(denied.body.len(), 1087);
+    // case 37: empty data is an unsupported version.
+    let empty = handlers::amp_client(&config, "0/", 0).unwrap_err();
+    assert_eq!(
+        empty.body,
+        handlers::amp_page(r#"{"error":"unsupported message version"}"#).body
+    );
+}
+
+#[test]
+fn answers_reach_exactly_their_own_client() {
+    let mut sim = Sim::new(Config::default());
+    let mut polls = Vec::new();
+    for i in 0..20 {
+        let sid = format!("p{i}");
+        polls.push((
+            sid.clone(),
+            sim.poll(&poll_body(&sid, "unrestricted", i % 3)).unwrap(),
+        ));
+    }
+    let clients: Vec<(usize, Ticket)> = (0..20)
+        .map(|i| {
+            (
+                i,
+                sim.client(
+                    &client_body(&sdp_json("offer", &format!("offer {i}")), None),
+                    None,
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    // Each proxy answers by echoing the offer it received.
+    for (sid, ticket) in &polls {
+        let v: serde_json::Value =
+            serde_json::from_str(&sim.proxy_reply(*ticket).unwrap().body).unwrap();
+        let offer: serde_json::Value = serde_json::from_str(v["Offer"].as_str().unwrap()).unwrap();
+        let echo = format!("echo of {} a=candidate", offer["sdp"].as_str().unwrap());
+        assert_eq!(
+            sim.answer(&answer_body(sid, &sdp_json("answer", &echo)))
+                .body,
+            r#"{"Status":"success"}"#
+        );
+    }
+    for (i, c) in clients {
+        let v: serde_json::Value =
+            serde_json::from_str(&sim.client_reply(c).unwrap().body).unwrap();
+        let answer: serde_json::Value =
+            serde_json::from_str(v["answer"].as_str().unwrap()).unwrap();
+        assert_eq!(answer["sdp"], format!("echo of offer {i} a=candidate"));
+    }
+}

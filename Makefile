@@ -39,7 +39,8 @@ node_modules/.installed: package.json package-lock.json
 build: tools
 	$(BIN)/worker-build --release
 
-dev: build .dev.vars
+# wrangler runs the [build] command (make build) itself before serving.
+dev: tools .dev.vars
 	$(NODE_BIN)/wrangler dev --ip 127.0.0.1 --port 8787
 
 # wrangler reads local overrides from .dev.vars (git-ignored); start with none.

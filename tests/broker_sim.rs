@@ -425,10 +425,14 @@ fn case_38_39_relay_patterns() {
     // N: a proxy that sends no pattern is refused...
     assert!(sim.poll(br#"{"Sid":"a","Version":"1.3"}"#).is_err());
     // ...unless the operator presumes one for such proxies.
-    let mut config = Config::default();
-    config.default_relay_pattern = Some(
-        snowflake_broker::protocol::relay_pattern::RelayPattern::parse("snowflake.torproject.net$"),
-    );
+    let config = Config {
+        default_relay_pattern: Some(
+            snowflake_broker::protocol::relay_pattern::RelayPattern::parse(
+                "snowflake.torproject.net$",
+            ),
+        ),
+        ..Config::default()
+    };
     sim = Sim::new(config);
     assert!(sim.poll(br#"{"Sid":"a","Version":"1.3"}"#).is_ok());
 }

@@ -117,9 +117,8 @@ proptest! {
         let mut engine = Engine::new(settings);
         let mut ledger = Ledger::default();
         let mut now = 0u64;
-        let mut last: Option<Event> = None;
         for event in events {
-            last = Some(event.clone());
+            let last = Some(event.clone());
             match event {
                 Event::Poll { sid, nat: n, clients } => {
                     let poll = Poll { sid: format!("s{sid}"), nat: nat(n), proxy_type: ProxyType::Standalone, clients };

@@ -1,0 +1,119 @@
+// Test 1: real Go peers. Debian's unmodified snowflake-proxy and snowflake-client (2.5.1)
+// rendezvous through the broker; each client must get its answer, open a WebRTC data channel
+// to a real proxy, and that proxy must then reach the relay (relay.mjs) named by the bridge
+// list. Everything runs in a private network namespace that has only `lo`; the broker is
+// reached through a forwarder.
+
+import path from "node:path";
+import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerInto, sleep, waitForProxyCount } from "./lib.mjs";
+
+const RE = {
+  proxyNat: /NAT type: (\w+)/,
+  offer: /sdp offer successfully received\./,
+  connected: /Connection successful\./,
+  relay: /connected to relay: (\S+)/,
+  clientNat: /NAT Type: (\w+)/,
+  answer: /Received Answer\./,
+  open: /WebRTC: DataChannel\.OnOpen/,
+};
+
+// Resolves to true when re appears in proc's output before the deadline.
+function seen(proc, re, deadline) {
+  return proc.waitForLine(re, Math.max(0, deadline - Date.now())).then(
+    () => true,
+    () => false,
+  );
+}
+
+export async function realPeersTest(runner, broker, { proxies: nProxies = 3, clients: nClients = 3, relayPattern, requireRelay = true, timeoutMs = 60000 }) {
+  const checks = new Checks("real peers");
+  const netns = await createNetns(runner, "peers");
+  const brokerInNs = await forwardBrokerInto(runner, netns, broker);
+
+  const stun = runner.spawn("stun", "node", [path.join(E2E_DIR, "stun-server.mjs"),
+    "--host", NS.stun.split(":")[0], "--port", NS.stun.split(":")[1],
+    "--alt-host", NS.stunAlt.split(":")[0], "--alt-port", NS.stunAlt.split(":")[1]], { netns });
+  const relay = runner.spawn("relay", "node", [path.join(E2E_DIR, "relay.mjs"),
+    "--host", NS.relay.split(":")[0], "--port", NS.relay.split(":")[1]], { netns });
+  await Promise.all([stun.waitForEvent("ready", 10000), relay.waitForEvent("ready", 10000)]);
+
+  // Go honours HTTPS_PROXY; pointing it at a closed loopback port makes the proxy's built-in
+  // NAT probe (https://snowflake-broker.torproject.net:8443/probe) fail at once, so the proxy
+  // reports NAT "unknown". Loopback requests (the broker) never use the proxy.
+  const noNetEnv = { HTTPS_PROXY: "http://127.0.0.1:9", https_proxy: "http://127.0.0.1:9", HTTP_PROXY: "", http_proxy: "", NO_PROXY: "", no_proxy: "" };
+  const proxies = [];
+  for (let i = 1; i <= nProxies; i++) {
+    proxies.push(runner.spawn(`proxy-${i}`, "snowflake-proxy", [
+      "-broker", brokerInNs,
+      "-stun", `stun:${NS.stun}`,
+      "-relay", `ws://${NS.relay}/`,
+      "-allowed-relay-hostname-pattern", relayPattern,
+      "-allow-non-tls-relay",
+      "-verbose",
+      "-unsafe-logging",
+      "-nat-retest-interval", "0s",
+      // One client per proxy, so that every proxy has to serve a client and reach the relay.
+      "-capacity", "1",
+    ], { netns, env: noNetEnv }));
+  }
+  const proxyNat = await Promise.all(proxies.map((p) => p.waitForLine(RE.proxyNat, 20000).then((m) => m[1], () => null)));
+  runner.note(`proxies' NAT types: ${proxyNat.join(", ")}`);
+  // Start the clients once every proxy's poll is waiting at the broker (a client that finds
+  // no proxy is refused at once and retries only 10 s later).
+  const polling = await waitForProxyCount(broker.url, (n) => n >= nProxies, 15000);
+  runner.note(`broker /debug: ${polling} proxies polling`);
+
+  const clients = [];
+  for (let i = 1; i <= nClients; i++) {
+    const args = `url=${brokerInNs};ice=stun:${NS.stun};max=1;fingerprint=${FINGERPRINT}`;
+    clients.push(runner.spawn(`client-${i}`, "node", [path.join(E2E_DIR, "pt-client.mjs"),
+      "--state", path.join(runner.runDir, `client-${i}`), "--args", args,
+      "--log", path.join(runner.runDir, `client-${i}.log`), "--", "snowflake-client", "-unsafe-logging"], { netns, env: noNetEnv, stdin: "pipe" }));
+    await sleep(300);
+  }
+
+  const deadline = Date.now() + timeoutMs;
+  const clientRes = await Promise.all(clients.map(async (c) => {
+    const socks = await c.waitForEvent("socks", 15000).catch((e) => ({ ok: false, error: e.message }));
+    const answered = await seen(c, RE.answer, deadline);
+    const open = answered && (await seen(c, RE.open, deadline));
+    const nat = (c.lines.map((l) => RE.clientNat.exec(l)).find(Boolean) ?? [])[1] ?? "?";
+    return { socks, answered, open, nat };
+  }));
+  const proxyRes = await Promise.all(proxies.map(async (p) => {
+    const offered = await seen(p, RE.offer, deadline);
+    const connected = offered && (await seen(p, RE.connected, deadline));
+    const relayed = connected && (requireRelay ? await seen(p, RE.relay, deadline) : p.lines.some((l) => RE.relay.test(l)));
+    return { offered, connected, relayed, relayUrl: (p.lines.map((l) => RE.relay.exec(l)).find(Boolean) ?? [])[1] };
+  }));
+  // Let the relay see the data the clients send through the proxies.
+  await sleep(1000);
+
+  clientRes.forEach((r, i) => {
+    checks.check(`client ${i + 1}: SOCKS connection accepted by snowflake-client`, r.socks.ok, r.socks.error);
+    checks.check(`client ${i + 1}: got its answer from the broker ("Received Answer.", NAT ${r.nat})`, r.answered);
+    checks.check(`client ${i + 1}: WebRTC data channel to a real proxy open`, r.open);
+  });
+  proxyRes.forEach((r, i) => {
+    checks.check(`proxy ${i + 1}: received a client's offer and connected`, r.offered && r.connected);
+    const name = `proxy ${i + 1}: reached the relay${r.relayUrl ? ` (${r.relayUrl})` : ""}`;
+    if (requireRelay) checks.check(name, r.relayed);
+    else checks.skip(name, "E2E_REQUIRE_RELAY=0");
+  });
+  const relayConnects = relay.events("connect").length;
+  const relayData = relay.events("data").length;
+  const stunStats = stun.events("request");
+  const figures = {
+    "clients answered": `${clientRes.filter((r) => r.answered).length}/${nClients}`,
+    "data channels open": `${clientRes.filter((r) => r.open).length}/${nClients}`,
+    "proxies matched": `${proxyRes.filter((r) => r.offered).length}/${nProxies}`,
+    "relays reached": `${proxyRes.filter((r) => r.relayed).length}/${nProxies}`,
+    "relay WebSocket connections": `${relayConnects} (${relayData} carrying data)`,
+    "client NAT types": clientRes.map((r) => r.nat).join(", "),
+    "proxy NAT types": proxyNat.map((n) => n ?? "?").join(", "),
+    "STUN requests answered": `${stunStats.length} (${stunStats.filter((s) => s.changeIp || s.changePort).length} change requests)`,
+  };
+
+  await Promise.all([...clients, ...proxies, stun, relay, netns.holder].map((p) => runner.stop(p)));
+  return { checks: checks.list, figures };
+}

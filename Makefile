@@ -16,14 +16,14 @@ export WRANGLER_SEND_METRICS := false
 # Offline: do not try to download the `request.cf` sample (an 8 s stall).
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools build test-native test-worker test-e2e lint deploy-check clean
+.PHONY: help dev test tools geoip build test-native test-worker test-e2e lint deploy-check clean
 
 help:
 	@echo "make dev   - build and serve the broker on http://127.0.0.1:8787/"
 	@echo "make test  - run every test layer"
 
 ## Tools: each step is skipped when its tool is already there.
-tools: node_modules/.installed
+tools: node_modules/.installed geoip
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown \
 	  || rustup target add wasm32-unknown-unknown
 	@$(BIN)/worker-build --version 2>/dev/null | grep -q "$(WORKER_BUILD_VERSION)" \
@@ -34,6 +34,32 @@ tools: node_modules/.installed
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
+
+## Tor's geoip tables (Debian package tor-geoipdb), unpacked into build/geoip:
+## downloaded with apt-get, never installed (no tor service). build.rs embeds
+## them; without them countries located by IP are `??`. Refresh: rm -rf build/geoip.
+GEOIP_DIR := build/geoip
+GEOIP_TOR := $(GEOIP_DIR)/usr/share/tor
+
+geoip: $(GEOIP_TOR)/geoip
+
+$(GEOIP_TOR)/geoip:
+	@set -euo pipefail; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	chown _apt "$$tmp" 2>/dev/null || true; \
+	if ! (cd "$$tmp" && apt-get download tor-geoipdb); then \
+	  echo "geoip: download failed; running apt-get update and retrying"; \
+	  apt-get update -qq; \
+	  (cd "$$tmp" && apt-get download tor-geoipdb); \
+	fi; \
+	deb=$$(ls "$$tmp"/tor-geoipdb_*.deb); \
+	rm -rf $(GEOIP_DIR); mkdir -p $(GEOIP_DIR); \
+	dpkg-deb -x "$$deb" $(GEOIP_DIR); \
+	test -s $(GEOIP_TOR)/geoip && test -s $(GEOIP_TOR)/geoip6; \
+	touch $(GEOIP_TOR)/geoip6 $(GEOIP_TOR)/geoip; \
+	echo "geoip: $$(basename "$$deb") unpacked into $(GEOIP_DIR)"
+# (`touch`: dpkg-deb keeps the package's old mtimes, and cargo compares
+# mtimes to decide whether build.rs must run again.)
 
 ## Build: build/index.js + build/index_bg.wasm.
 build: tools

@@ -23,6 +23,7 @@
 pub mod amp;
 pub mod config;
 pub mod debug;
+pub mod geoip;
 pub mod handlers;
 pub mod matcher;
 pub mod metrics;

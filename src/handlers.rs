@@ -8,7 +8,8 @@ use crate::config::Config;
 use crate::matcher::shard_api::{OfferReply, PollReply};
 use crate::matcher::{AnswerResult, Offer, Poll};
 use crate::protocol::client::{self, ClientOffer};
-use crate::protocol::proxy::{self, ProxyAnswer, ProxyPoll};
+use crate::protocol::nat::Nat;
+use crate::protocol::proxy::{self, ProxyAnswer, ProxyPoll, ProxyType};
 use crate::protocol::{has_candidate, READ_LIMIT};
 
 pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
@@ -104,26 +105,51 @@ pub fn within_limit(body: &[u8]) -> Result<&[u8], Reply> {
     }
 }
 
-/// How a proxy poll was refused before reaching the matcher.
-pub fn proxy_poll(config: &Config, body: &[u8]) -> Result<Poll, Reply> {
+/// A decoded proxy poll: accepted for matching, or refused for its relay
+/// pattern (still counted by the matcher's metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollCheck {
+    Accepted {
+        poll: Poll,
+        with_relay_pattern: bool,
+    },
+    Rejected {
+        reply: Reply,
+        nat: Nat,
+        proxy_type: ProxyType,
+        with_relay_pattern: bool,
+    },
+}
+
+/// Decodes a `/proxy` body; `Err` is the 400 for an undecodable one.
+pub fn proxy_poll(config: &Config, body: &[u8]) -> Result<PollCheck, Reply> {
     let poll = ProxyPoll::decode(within_limit(body)?).map_err(|_| Reply::empty(400))?;
+    let with_relay_pattern = poll.accepted_relay_pattern.is_some();
     if !config.relay_pattern_accepted(poll.accepted_relay_pattern.as_deref()) {
-        return Err(Reply::text(
-            200,
-            proxy::poll_response(
-                proxy::STATUS_BAD_RELAY_PATTERN,
-                "",
-                "",
-                proxy::NEXT_POLL_AFTER_BAD_PATTERN_MS,
-                "",
+        return Ok(PollCheck::Rejected {
+            reply: Reply::text(
+                200,
+                proxy::poll_response(
+                    proxy::STATUS_BAD_RELAY_PATTERN,
+                    "",
+                    "",
+                    proxy::NEXT_POLL_AFTER_BAD_PATTERN_MS,
+                    "",
+                ),
             ),
-        ));
+            nat: poll.nat,
+            proxy_type: poll.proxy_type,
+            with_relay_pattern,
+        });
     }
-    Ok(Poll {
-        sid: poll.sid,
-        nat: poll.nat,
-        proxy_type: poll.proxy_type,
-        clients: poll.clients,
+    Ok(PollCheck::Accepted {
+        poll: Poll {
+            sid: poll.sid,
+            nat: poll.nat,
+            proxy_type: poll.proxy_type,
+            clients: poll.clients,
+        },
+        with_relay_pattern,
     })
 }
 
@@ -249,9 +275,36 @@ pub fn answer_reply(result: AnswerResult) -> Reply {
     )
 }
 
-/// `/metrics` until descriptors are published: R without `--metrics-log`.
-pub fn metrics_disabled() -> Reply {
-    Reply::not_found()
+/// `/prometheus`: the exposition text, no CORS.
+pub fn prometheus(text: String) -> Reply {
+    Reply {
+        status: 200,
+        content_type: Some(crate::metrics::PROMETHEUS_CONTENT_TYPE),
+        headers: Vec::new(),
+        body: text,
+    }
+}
+
+/// The country of an address, from the embedded geoip table.
+fn locate(ip: std::net::IpAddr) -> Option<String> {
+    crate::geoip::country(ip).map(str::to_string)
+}
+
+/// A client's country from the fronting CDN's `Forwarded` /
+/// `X-Forwarded-For`, believing only the last `TRUSTED_HOPS` entries.
+pub fn client_country(
+    config: &Config,
+    forwarded: Option<&str>,
+    xff: Option<&str>,
+) -> Option<String> {
+    let hops = usize::try_from(config.trusted_hops).unwrap_or(usize::MAX);
+    crate::metrics::client_ip(forwarded, xff, hops).and_then(locate)
+}
+
+/// An AMP client's country from the best candidate of its offer (N).
+pub fn offer_country(offer: &str) -> Option<String> {
+    let sdp = crate::metrics::offer_sdp(offer)?;
+    crate::metrics::best_candidate_addr(&sdp).and_then(locate)
 }
 
 /// Every AMP outcome is a 200 AMP page carrying the client JSON in armor

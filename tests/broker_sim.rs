@@ -4,7 +4,7 @@
 //! these values over HTTP, which tests/worker/ checks separately.
 
 use snowflake_broker::config::{Config, TimeoutFrom};
-use snowflake_broker::handlers::{self, ClientFormat, Reply};
+use snowflake_broker::handlers::{self, ClientFormat, PollCheck, Reply};
 use snowflake_broker::matcher::shard_api::{OfferReply, PollReply};
 use snowflake_broker::matcher::{
     ClientOutcome, Engine, OfferStart, PollStart, ProxyOutcome, Settings, Ticket, Wake,
@@ -96,7 +96,10 @@ impl Sim {
 
     /// Returns the ticket of a parked poll, or the immediate reply.
     fn poll(&mut self, body: &[u8]) -> Result<Ticket, Reply> {
-        let poll = handlers::proxy_poll(&self.config, body)?;
+        let poll = match handlers::proxy_poll(&self.config, body)? {
+            PollCheck::Accepted { poll, .. } => poll,
+            PollCheck::Rejected { reply, .. } => return Err(reply),
+        };
         match self.engine.poll(self.now, poll) {
             PollStart::Parked {
                 ticket, replaced, ..
@@ -412,8 +415,7 @@ fn duplicate_sid_replaces_the_earlier_poll() {
 #[test]
 fn case_38_39_relay_patterns() {
     let mut sim = Sim::new(Config::default());
-    let bad = handlers::proxy_poll(
-        &sim.config,
+    let bad = sim.poll(
         br#"{"Sid":"a","Version":"1.3","AcceptedRelayPattern":"^snowflake.torproject.net$"}"#,
     );
     assert_eq!(

@@ -15,6 +15,7 @@ use crate::protocol::proxy::ProxyType;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
+pub mod shard;
 pub mod shard_api;
 
 /// Names one parked request. Tickets increase, so among proxies of equal

@@ -39,12 +39,13 @@ pub fn load(env: &Env) -> Loaded {
         }
     }));
     match loaded.as_ref() {
-        Err(e) => worker::console_error!(
+        Err(e) => super::log::error(&format!(
             "snowflake-broker: {e}; matching requests get 500 until it is fixed"
-        ),
+        )),
         Ok(c) => {
+            super::log::set_unsafe(c.unsafe_logging);
             for w in &c.warnings {
-                worker::console_warn!("snowflake-broker: {w}");
+                super::log::warn(&format!("snowflake-broker: {w}"));
             }
         }
     }

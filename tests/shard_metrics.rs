@@ -1,0 +1,347 @@
+//! protocol.md §9's metrics cases (#40-#46, adapted to N's line set and to
+//! countries given by the platform), played through a matcher shard: every
+//! engine outcome is counted once, periods close into exact descriptors, and
+//! a snapshot restores the counts after a restart.
+
+use snowflake_broker::config::TimeoutFrom;
+use snowflake_broker::matcher::shard::Shard;
+use snowflake_broker::matcher::shard_api::{OfferRequest, PollRequest, ProxySeen};
+use snowflake_broker::matcher::{Offer, Poll, PollStart, Settings};
+use snowflake_broker::metrics::Rendezvous;
+use snowflake_broker::protocol::nat::Nat;
+use snowflake_broker::protocol::proxy::ProxyType;
+
+const START: u64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
+const PERIOD: u64 = 86_400;
+
+fn shard() -> Shard {
+    let settings = Settings {
+        proxy_poll_timeout_ms: 10_000,
+        client_timeout_ms: 5_000,
+        client_timeout_from: TimeoutFrom::Request,
+        max_parked_polls: 100,
+    };
+    Shard::new(settings, PERIOD, START, [7; 16])
+}
+
+fn poll(sid: &str, nat: Nat, kind: ProxyType, ip: &str, cc: &str) -> PollRequest {
+    PollRequest {
+        poll: Poll {
+            sid: sid.into(),
+            nat,
+            proxy_type: kind,
+            clients: 0,
+        },
+        seen: ProxySeen {
+            with_relay_pattern: false,
+            country: Some(cc.into()),
+            ip: ip.parse().ok(),
+        },
+    }
+}
+
+fn offer(nat: Nat, cc: Option<&str>, method: Rendezvous, now_ms: u64) -> OfferRequest {
+    OfferRequest {
+        offer: Offer {
+            offer: "{}".into(),
+            nat,
+            relay_url: "wss://r/".into(),
+            started_at: now_ms,
+        },
+        method,
+        country: cc.map(str::to_string),
+    }
+}
+
+/// Closes the period and returns its block.
+fn flush(shard: &mut Shard) -> String {
+    let mut blocks = shard.close_periods(shard.period_end(), || [9; 16]);
+    assert_eq!(blocks.len(), 1);
+    blocks.pop().unwrap().1
+}
+
+fn line<'a>(block: &'a str, name: &str) -> &'a str {
+    block
+        .lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in\n{block}"))
+}
+
+#[test]
+fn case_40_proxy_ips_by_type_and_idle_polls() {
+    let mut s = shard();
+    let now = START * 1000;
+    for (i, kind) in [
+        ProxyType::Unknown,
+        ProxyType::Standalone,
+        ProxyType::Badge,
+        ProxyType::Webext,
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(matches!(
+            s.poll(
+                now,
+                poll(&format!("s{i}"), Nat::Unknown, *kind, "129.97.208.23", "CA")
+            ),
+            PollStart::Parked { .. }
+        ));
+    }
+    s.expire(now + 10_000);
+    let block = flush(&mut s);
+    assert!(
+        block
+            .starts_with("snowflake-stats-end 2023-11-15 22:13:20 (86400 s)\nsnowflake-ips CA=1\n"),
+        "{block}"
+    );
+    // N counts one seen-set per period: one IP, whatever types it polled as.
+    assert_eq!(
+        line(&block, "snowflake-ips-standalone"),
+        "snowflake-ips-standalone 1"
+    );
+    assert_eq!(line(&block, "snowflake-ips-badge"), "snowflake-ips-badge 1");
+    assert_eq!(
+        line(&block, "snowflake-ips-webext"),
+        "snowflake-ips-webext 1"
+    );
+    assert_eq!(line(&block, "snowflake-ips-total"), "snowflake-ips-total 1");
+    assert_eq!(
+        line(&block, "snowflake-idle-count"),
+        "snowflake-idle-count 8"
+    );
+    assert_eq!(
+        line(&block, "snowflake-proxy-poll-without-relay-url-count"),
+        "snowflake-proxy-poll-without-relay-url-count 8"
+    );
+    assert_eq!(
+        line(&block, "snowflake-proxy-poll-with-relay-url-count"),
+        "snowflake-proxy-poll-with-relay-url-count 0"
+    );
+    assert_eq!(
+        line(&block, "snowflake-ips-nat-unknown"),
+        "snowflake-ips-nat-unknown 1"
+    );
+}
+
+#[test]
+fn cases_41_42_denials_binning_and_reset() {
+    let mut s = shard();
+    let now = START * 1000;
+    s.offer(now, offer(Nat::Unknown, None, Rendezvous::Http, now));
+    let block = flush(&mut s);
+    assert_eq!(line(&block, "client-denied-count"), "client-denied-count 8");
+    assert_eq!(
+        line(&block, "client-nat-unknown-denied-count"),
+        "client-nat-unknown-denied-count 8"
+    );
+    assert_eq!(
+        line(&block, "client-snowflake-match-count"),
+        "client-snowflake-match-count 0"
+    );
+    assert_eq!(line(&block, "client-http-ips"), "client-http-ips ??=8");
+    let next = flush(&mut s);
+    assert_eq!(line(&next, "snowflake-ips"), "snowflake-ips ");
+    assert_eq!(line(&next, "client-denied-count"), "client-denied-count 0");
+    for _ in 0..9 {
+        s.offer(
+            now,
+            offer(Nat::Restricted, Some("IR"), Rendezvous::Http, now),
+        );
+    }
+    let block = flush(&mut s);
+    assert_eq!(
+        line(&block, "client-denied-count"),
+        "client-denied-count 16"
+    );
+    assert_eq!(
+        line(&block, "client-restricted-denied-count"),
+        "client-restricted-denied-count 16"
+    );
+    assert_eq!(line(&block, "client-http-ips"), "client-http-ips IR=16");
+}
+
+#[test]
+fn cases_43_44_unique_ips_and_nat_per_ip() {
+    let mut s = shard();
+    let now = START * 1000;
+    s.poll(
+        now,
+        poll("a", Nat::Unknown, ProxyType::Unknown, "129.97.208.23", "CA"),
+    );
+    s.poll(
+        now,
+        poll("b", Nat::Unknown, ProxyType::Unknown, "129.97.208.23", "CA"),
+    );
+    let block = flush(&mut s);
+    assert_eq!(line(&block, "snowflake-ips"), "snowflake-ips CA=1");
+    assert_eq!(line(&block, "snowflake-ips-total"), "snowflake-ips-total 1");
+    let mut s = shard();
+    s.poll(
+        now,
+        poll(
+            "a",
+            Nat::Restricted,
+            ProxyType::Standalone,
+            "129.97.208.23",
+            "CA",
+        ),
+    );
+    s.poll(
+        now,
+        poll(
+            "b",
+            Nat::Unrestricted,
+            ProxyType::Standalone,
+            "129.97.208.24",
+            "CA",
+        ),
+    );
+    let block = flush(&mut s);
+    assert!(block.contains("snowflake-ips-nat-restricted 1\nsnowflake-ips-nat-unrestricted 1\nsnowflake-ips-nat-unknown 0\n"), "{block}");
+}
+
+#[test]
+fn case_45_client_nat_categories() {
+    for (nat, restricted, unrestricted) in [(Nat::Restricted, 8, 0), (Nat::Unrestricted, 0, 8)] {
+        let mut s = shard();
+        let now = START * 1000;
+        s.offer(now, offer(nat, None, Rendezvous::Http, now));
+        let block = flush(&mut s);
+        assert_eq!(
+            line(&block, "client-restricted-denied-count"),
+            format!("client-restricted-denied-count {restricted}")
+        );
+        assert_eq!(
+            line(&block, "client-unrestricted-denied-count"),
+            format!("client-unrestricted-denied-count {unrestricted}")
+        );
+    }
+}
+
+#[test]
+fn matches_timeouts_answers_and_amp_are_counted_once() {
+    let mut s = shard();
+    let now = START * 1000;
+    s.poll(
+        now,
+        poll(
+            "p1",
+            Nat::Unrestricted,
+            ProxyType::Webext,
+            "129.97.208.23",
+            "CA",
+        ),
+    );
+    s.poll(
+        now,
+        poll(
+            "p2",
+            Nat::Unrestricted,
+            ProxyType::Webext,
+            "129.97.208.24",
+            "CA",
+        ),
+    );
+    s.offer(now, offer(Nat::Unknown, Some("RU"), Rendezvous::Http, now));
+    s.offer(
+        now,
+        offer(Nat::Unknown, Some("IR"), Rendezvous::Ampcache, now),
+    );
+    let (_, wake) = s.answer("p1", "answer".into());
+    assert!(wake.is_some());
+    s.answer("nobody", "answer".into());
+    s.expire(now + 60_000);
+    let block = flush(&mut s);
+    assert_eq!(
+        line(&block, "client-snowflake-match-count"),
+        "client-snowflake-match-count 8"
+    );
+    assert_eq!(
+        line(&block, "client-snowflake-timeout-count"),
+        "client-snowflake-timeout-count 8"
+    );
+    assert_eq!(line(&block, "client-http-count"), "client-http-count 8");
+    assert_eq!(
+        line(&block, "client-ampcache-count"),
+        "client-ampcache-count 8"
+    );
+    assert_eq!(
+        line(&block, "client-ampcache-ips"),
+        "client-ampcache-ips IR=8"
+    );
+    assert_eq!(
+        line(&block, "snowflake-idle-count"),
+        "snowflake-idle-count 0"
+    );
+    let prom = s.metrics().prometheus();
+    assert!(prom.contains("snowflake_rounded_proxy_poll_total{nat=\"unrestricted\",status=\"matched\",type=\"webext\"} 8"), "{prom}");
+    assert!(
+        prom.contains("snowflake_rounded_proxy_answer_total{status=\"success\",type=\"webext\"} 8"),
+        "{prom}"
+    );
+    assert!(prom.contains("snowflake_rounded_client_poll_total{cc=\"IR\",nat=\"unknown\",rendezvous_method=\"ampcache\",status=\"timeout\"} 8"), "{prom}");
+    // Nothing is waiting any more.
+    assert!(
+        prom.contains("snowflake_available_proxies{nat=\"unrestricted\",type=\"webext\"} 0"),
+        "{prom}"
+    );
+}
+
+#[test]
+fn a_restart_mid_period_continues_the_counts() {
+    let mut s = shard();
+    let now = START * 1000;
+    s.poll(
+        now,
+        poll(
+            "a",
+            Nat::Restricted,
+            ProxyType::Standalone,
+            "129.97.208.23",
+            "CA",
+        ),
+    );
+    s.offer(
+        now,
+        offer(Nat::Restricted, Some("IR"), Rendezvous::Http, now),
+    );
+    s.expire(now + 10_000);
+    let saved = serde_json::to_string(&s.snapshot()).unwrap();
+    // A new object: different random secret, later clock, restored state.
+    let mut restarted = Shard::new(shard().engine().settings(), PERIOD, START + 3_600, [1; 16]);
+    restarted.restore(&serde_json::from_str(&saved).unwrap());
+    // The same proxy polls again: still one unique IP, because the key is restored.
+    restarted.poll(
+        now + 3_600_000,
+        poll(
+            "a",
+            Nat::Restricted,
+            ProxyType::Standalone,
+            "129.97.208.23",
+            "CA",
+        ),
+    );
+    restarted.offer(
+        now,
+        offer(Nat::Restricted, Some("IR"), Rendezvous::Http, now),
+    );
+    assert_eq!(restarted.period_end(), START + PERIOD);
+    let block = flush(&mut restarted);
+    assert_eq!(line(&block, "snowflake-ips-total"), "snowflake-ips-total 1");
+    assert_eq!(line(&block, "client-denied-count"), "client-denied-count 8");
+    assert_eq!(line(&block, "client-http-ips"), "client-http-ips IR=8");
+    assert!(
+        !saved.contains("129.97"),
+        "the snapshot must not hold addresses"
+    );
+}
+
+#[test]
+fn periods_missed_while_down_are_published_empty() {
+    let mut s = shard();
+    let blocks = s.close_periods(START + 3 * PERIOD + 5, || [3; 16]);
+    assert_eq!(blocks.len(), 3);
+    assert_eq!(blocks[2].0, START + 3 * PERIOD);
+    assert_eq!(s.period_end(), START + 4 * PERIOD);
+}

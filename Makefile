@@ -16,7 +16,7 @@ export WRANGLER_SEND_METRICS := false
 # Offline: do not try to download the `request.cf` sample (an 8 s stall).
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools geoip build test-native test-worker test-e2e lint deploy-check clean
+.PHONY: help dev test tools geoip promtool build test-native test-worker test-e2e lint deploy-check clean
 
 help:
 	@echo "make dev   - build and serve the broker on http://127.0.0.1:8787/"
@@ -61,6 +61,22 @@ $(GEOIP_TOR)/geoip:
 # (`touch`: dpkg-deb keeps the package's old mtimes, and cargo compares
 # mtimes to decide whether build.rs must run again.)
 
+## promtool (Debian's prometheus package), unpacked, not installed, for the
+## test that checks the live /prometheus text.
+PROMTOOL := $(CURDIR)/build/prometheus/usr/bin/promtool
+export PROMTOOL
+
+promtool: $(PROMTOOL)
+
+$(PROMTOOL):
+	@set -euo pipefail; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	chown _apt "$$tmp" 2>/dev/null || true; \
+	(cd "$$tmp" && apt-get download prometheus) || { apt-get update -qq; (cd "$$tmp" && apt-get download prometheus); }; \
+	mkdir -p build/prometheus; \
+	dpkg-deb -x "$$tmp"/prometheus_*.deb build/prometheus; \
+	touch $@; echo "promtool: unpacked into build/prometheus"
+
 ## Build: build/index.js + build/index_bg.wasm.
 build: tools
 	$(BIN)/worker-build --release
@@ -83,7 +99,7 @@ lint:
 test-native:
 	cargo test
 
-test-worker: build
+test-worker: build promtool
 	node --test --test-reporter=spec tests/worker/
 
 deploy-check: build

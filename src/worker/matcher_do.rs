@@ -1,5 +1,6 @@
-//! The matcher Durable Object: holds one [`Engine`] and parks the requests
-//! it is deciding about on oneshot channels.
+//! The matcher Durable Object: holds one [`Shard`] (the matching engine and
+//! its metrics), parks the requests it is deciding about on oneshot channels,
+//! and keeps the metrics in its storage.
 //!
 //! Rules that keep it safe (design.md §3): no `RefCell` borrow lives across
 //! an `.await`; every parked request has a deadline enforced by a shared
@@ -33,6 +34,9 @@ struct Inner {
     shard: RefCell<Shard>,
     waiters: RefCell<HashMap<Ticket, oneshot::Sender<Outcome>>>,
     timers: Timers,
+    /// Closed periods not yet written to storage (kept if a write fails, so
+    /// the alarm's retry writes them).
+    unwritten: RefCell<Vec<(u64, String)>>,
 }
 
 impl Inner {
@@ -150,6 +154,7 @@ impl DurableObject for Matcher {
                 shard: RefCell::new(shard),
                 waiters: RefCell::new(HashMap::new()),
                 timers: Timers::default(),
+                unwritten: RefCell::new(Vec::new()),
             }),
             storage: state.storage(),
             save_every_ms: save_interval_ms(c.metrics_period_seconds),
@@ -185,15 +190,19 @@ impl DurableObject for Matcher {
     /// Closes finished periods into the log and saves the metrics.
     async fn alarm(&self) -> Result<Response> {
         let now = now_ms();
-        let blocks = self
+        let closed = self
             .inner
             .shard
             .borrow_mut()
             .close_periods(now / 1000, random_secret);
-        for (end, text) in blocks {
+        self.inner.unwritten.borrow_mut().extend(closed);
+        loop {
+            let next = self.inner.unwritten.borrow().first().cloned();
+            let Some((end, text)) = next else { break };
             self.storage
                 .put(&format!("{LOG_PREFIX}{end:020}"), text)
                 .await?;
+            self.inner.unwritten.borrow_mut().retain(|(e, _)| *e != end);
         }
         save(&self.inner, &self.storage).await?;
         let period_end_ms = self.inner.shard.borrow().period_end().saturating_mul(1000);

@@ -22,6 +22,16 @@ function broker(bindings = {}, persist) {
     durableObjects: { MATCHER: { className: "Matcher", useSQLite: true } },
     durableObjectsPersist: persist ?? false,
     bindings: { PROXY_POLL_TIMEOUT_MS: "300", CLIENT_TIMEOUT_MS: "300", ...bindings },
+    // The Worker's log lines are shown only when WORKER_TEST_LOGS is set.
+    handleRuntimeStdio(stdout, stderr) {
+      if (process.env.WORKER_TEST_LOGS) {
+        stdout.pipe(process.stdout);
+        stderr.pipe(process.stderr);
+      } else {
+        stdout.resume();
+        stderr.resume();
+      }
+    },
   });
 }
 

@@ -60,10 +60,11 @@ fn flush(shard: &mut Shard) -> String {
     blocks.pop().unwrap().1
 }
 
-fn line<'a>(block: &'a str, name: &str) -> &'a str {
+/// The value of the descriptor line `name` (what follows `name `).
+fn field<'a>(block: &'a str, name: &str) -> &'a str {
     block
         .lines()
-        .find(|l| l.split(' ').next() == Some(name))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no {name} in\n{block}"))
 }
 
@@ -96,32 +97,20 @@ fn case_40_proxy_ips_by_type_and_idle_polls() {
         "{block}"
     );
     // N counts one seen-set per period: one IP, whatever types it polled as.
+    assert_eq!(field(&block, "snowflake-ips-standalone"), "1");
+    assert_eq!(field(&block, "snowflake-ips-badge"), "1");
+    assert_eq!(field(&block, "snowflake-ips-webext"), "1");
+    assert_eq!(field(&block, "snowflake-ips-total"), "1");
+    assert_eq!(field(&block, "snowflake-idle-count"), "8");
     assert_eq!(
-        line(&block, "snowflake-ips-standalone"),
-        "snowflake-ips-standalone 1"
-    );
-    assert_eq!(line(&block, "snowflake-ips-badge"), "snowflake-ips-badge 1");
-    assert_eq!(
-        line(&block, "snowflake-ips-webext"),
-        "snowflake-ips-webext 1"
-    );
-    assert_eq!(line(&block, "snowflake-ips-total"), "snowflake-ips-total 1");
-    assert_eq!(
-        line(&block, "snowflake-idle-count"),
-        "snowflake-idle-count 8"
+        field(&block, "snowflake-proxy-poll-without-relay-url-count"),
+        "8"
     );
     assert_eq!(
-        line(&block, "snowflake-proxy-poll-without-relay-url-count"),
-        "snowflake-proxy-poll-without-relay-url-count 8"
+        field(&block, "snowflake-proxy-poll-with-relay-url-count"),
+        "0"
     );
-    assert_eq!(
-        line(&block, "snowflake-proxy-poll-with-relay-url-count"),
-        "snowflake-proxy-poll-with-relay-url-count 0"
-    );
-    assert_eq!(
-        line(&block, "snowflake-ips-nat-unknown"),
-        "snowflake-ips-nat-unknown 1"
-    );
+    assert_eq!(field(&block, "snowflake-ips-nat-unknown"), "1");
 }
 
 #[test]
@@ -130,19 +119,13 @@ fn cases_41_42_denials_binning_and_reset() {
     let now = START * 1000;
     s.offer(now, offer(Nat::Unknown, None, Rendezvous::Http, now));
     let block = flush(&mut s);
-    assert_eq!(line(&block, "client-denied-count"), "client-denied-count 8");
-    assert_eq!(
-        line(&block, "client-nat-unknown-denied-count"),
-        "client-nat-unknown-denied-count 8"
-    );
-    assert_eq!(
-        line(&block, "client-snowflake-match-count"),
-        "client-snowflake-match-count 0"
-    );
-    assert_eq!(line(&block, "client-http-ips"), "client-http-ips ??=8");
+    assert_eq!(field(&block, "client-denied-count"), "8");
+    assert_eq!(field(&block, "client-nat-unknown-denied-count"), "8");
+    assert_eq!(field(&block, "client-snowflake-match-count"), "0");
+    assert_eq!(field(&block, "client-http-ips"), "??=8");
     let next = flush(&mut s);
-    assert_eq!(line(&next, "snowflake-ips"), "snowflake-ips ");
-    assert_eq!(line(&next, "client-denied-count"), "client-denied-count 0");
+    assert_eq!(field(&next, "snowflake-ips"), "");
+    assert_eq!(field(&next, "client-denied-count"), "0");
     for _ in 0..9 {
         s.offer(
             now,
@@ -150,15 +133,9 @@ fn cases_41_42_denials_binning_and_reset() {
         );
     }
     let block = flush(&mut s);
-    assert_eq!(
-        line(&block, "client-denied-count"),
-        "client-denied-count 16"
-    );
-    assert_eq!(
-        line(&block, "client-restricted-denied-count"),
-        "client-restricted-denied-count 16"
-    );
-    assert_eq!(line(&block, "client-http-ips"), "client-http-ips IR=16");
+    assert_eq!(field(&block, "client-denied-count"), "16");
+    assert_eq!(field(&block, "client-restricted-denied-count"), "16");
+    assert_eq!(field(&block, "client-http-ips"), "IR=16");
 }
 
 #[test]
@@ -174,8 +151,8 @@ fn cases_43_44_unique_ips_and_nat_per_ip() {
         poll("b", Nat::Unknown, ProxyType::Unknown, "129.97.208.23", "CA"),
     );
     let block = flush(&mut s);
-    assert_eq!(line(&block, "snowflake-ips"), "snowflake-ips CA=1");
-    assert_eq!(line(&block, "snowflake-ips-total"), "snowflake-ips-total 1");
+    assert_eq!(field(&block, "snowflake-ips"), "CA=1");
+    assert_eq!(field(&block, "snowflake-ips-total"), "1");
     let mut s = shard();
     s.poll(
         now,
@@ -209,12 +186,12 @@ fn case_45_client_nat_categories() {
         s.offer(now, offer(nat, None, Rendezvous::Http, now));
         let block = flush(&mut s);
         assert_eq!(
-            line(&block, "client-restricted-denied-count"),
-            format!("client-restricted-denied-count {restricted}")
+            field(&block, "client-restricted-denied-count"),
+            restricted.to_string()
         );
         assert_eq!(
-            line(&block, "client-unrestricted-denied-count"),
-            format!("client-unrestricted-denied-count {unrestricted}")
+            field(&block, "client-unrestricted-denied-count"),
+            unrestricted.to_string()
         );
     }
 }
@@ -253,27 +230,12 @@ fn matches_timeouts_answers_and_amp_are_counted_once() {
     s.answer("nobody", "answer".into());
     s.expire(now + 60_000);
     let block = flush(&mut s);
-    assert_eq!(
-        line(&block, "client-snowflake-match-count"),
-        "client-snowflake-match-count 8"
-    );
-    assert_eq!(
-        line(&block, "client-snowflake-timeout-count"),
-        "client-snowflake-timeout-count 8"
-    );
-    assert_eq!(line(&block, "client-http-count"), "client-http-count 8");
-    assert_eq!(
-        line(&block, "client-ampcache-count"),
-        "client-ampcache-count 8"
-    );
-    assert_eq!(
-        line(&block, "client-ampcache-ips"),
-        "client-ampcache-ips IR=8"
-    );
-    assert_eq!(
-        line(&block, "snowflake-idle-count"),
-        "snowflake-idle-count 0"
-    );
+    assert_eq!(field(&block, "client-snowflake-match-count"), "8");
+    assert_eq!(field(&block, "client-snowflake-timeout-count"), "8");
+    assert_eq!(field(&block, "client-http-count"), "8");
+    assert_eq!(field(&block, "client-ampcache-count"), "8");
+    assert_eq!(field(&block, "client-ampcache-ips"), "IR=8");
+    assert_eq!(field(&block, "snowflake-idle-count"), "0");
     let prom = s.metrics().prometheus();
     assert!(prom.contains("snowflake_rounded_proxy_poll_total{nat=\"unrestricted\",status=\"matched\",type=\"webext\"} 8"), "{prom}");
     assert!(
@@ -328,9 +290,9 @@ fn a_restart_mid_period_continues_the_counts() {
     );
     assert_eq!(restarted.period_end(), START + PERIOD);
     let block = flush(&mut restarted);
-    assert_eq!(line(&block, "snowflake-ips-total"), "snowflake-ips-total 1");
-    assert_eq!(line(&block, "client-denied-count"), "client-denied-count 8");
-    assert_eq!(line(&block, "client-http-ips"), "client-http-ips IR=8");
+    assert_eq!(field(&block, "snowflake-ips-total"), "1");
+    assert_eq!(field(&block, "client-denied-count"), "8");
+    assert_eq!(field(&block, "client-http-ips"), "IR=8");
     assert!(
         !saved.contains("129.97"),
         "the snapshot must not hold addresses"

@@ -24,6 +24,7 @@ export const NS = {
   stunAlt: "127.0.0.2:3479",
   relay: "127.0.0.1:8081", // WebSocket relay (the bridge)
   page: "127.0.0.1:8300", // the browser test's page, another origin than the broker
+  ampCache: "127.0.0.1:8790", // the AMP cache stand-in (amp-cache.mjs), the AMP client's front
 };
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -1,9 +1,9 @@
 // The end-to-end tests' driver: serves the built Worker (or uses BROKER_URL), runs the
-// browser-proxy test and the real-peers test, prints the checks and figures and a final
-// "N passed, M failed" line, stops every process it started, and keeps the logs of a failed
-// run in tests/e2e/logs/. Start it through tests/e2e/run.sh.
+// browser-proxy test, the real-peers test and the AMP cache test, prints the checks and
+// figures and a final "N passed, M failed" line, stops every process it started, and keeps the
+// logs of a failed run in tests/e2e/logs/. Start it through tests/e2e/run.sh.
 //
-// Options: --only browser|peers, --proxies N, --clients N (default 3 each), --verbose.
+// Options: --only browser|peers|amp, --proxies N, --clients N (default 3 each), --verbose.
 // Environment: BROKER_URL (use a running broker on loopback instead of starting one),
 // E2E_RELAY_PATTERN (the proxies' -allowed-relay-hostname-pattern, default "127.0.0.1$"),
 // E2E_REQUIRE_RELAY=0 (do not fail when proxies cannot reach the relay: for a BROKER_URL whose
@@ -17,6 +17,7 @@ import { parseArgs } from "node:util";
 import { E2E_DIR, NS, FINGERPRINT, Runner, startBroker, waitForProxyCount } from "./lib.mjs";
 import { realPeersTest } from "./real-peers.mjs";
 import { browserProxyTest } from "./browser-proxy.mjs";
+import { ampPeersTest } from "./amp-peers.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -98,6 +99,11 @@ try {
   }
   if (!opt.only || opt.only === "peers") {
     tests.push(["real peers", () => realPeersTest(runner, broker, { proxies: Number(opt.proxies), clients: Number(opt.clients), relayPattern, requireRelay })]);
+  }
+  // The AMP test goes last and first waits until the broker counts no proxies, so that no poll
+  // left by a stopped proxy of the real-peers test can be matched with its client.
+  if (!opt.only || opt.only === "amp") {
+    tests.push(["amp cache", () => ampPeersTest(runner, broker, { relayPattern, requireRelay })]);
   }
   for (const [name, run] of tests) {
     console.log(`\n== ${name}`);

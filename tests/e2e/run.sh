@@ -3,7 +3,7 @@
 # browser proxy against the built Worker (build/index.js, served with Miniflare) or BROKER_URL.
 # See tests/e2e/README.md. Needs root (network namespaces, apt-get).
 #
-# Usage: bash tests/e2e/run.sh [--only browser|peers] [--proxies N] [--clients N] [--verbose]
+# Usage: bash tests/e2e/run.sh [--only browser|peers|amp] [--proxies N] [--clients N] [--verbose]
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."

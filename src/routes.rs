@@ -37,12 +37,15 @@ const AMP_PREFIX: &str = "/amp/client/";
 
 /// Routes a raw (still percent-encoded) URL path and query.
 pub fn route(raw_path: &str, query: Option<&str>) -> Route {
-    let path = percent_decode(raw_path);
-    let cleaned = clean_path(&path);
-    if cleaned != path {
-        return Route::Redirect(with_query(&cleaned, query));
+    let decoded = percent_decode(raw_path);
+    let cleaned = clean_path_bytes(&decoded);
+    if cleaned != decoded {
+        // Go re-escapes the cleaned path for the Location (`url.URL{Path}.String()`):
+        // a decoded `?`, `#`, `%` or control byte must not reach the header.
+        return Route::Redirect(with_query(&escape_path(&cleaned), query));
     }
-    match path.as_str() {
+    let path = String::from_utf8_lossy(&decoded);
+    match path.as_ref() {
         "/robots.txt" => Route::Robots,
         "/proxy" => Route::Proxy,
         "/client" => Route::Client,
@@ -66,8 +69,8 @@ fn with_query(path: &str, query: Option<&str>) -> String {
     }
 }
 
-/// Decodes `%XX` escapes; invalid escapes are kept as they are.
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes to bytes; invalid escapes are kept as they are.
+fn percent_decode(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -84,31 +87,53 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+/// Go's path escaping (`encodePath`): unreserved bytes and `$&+,/:;=@` stay,
+/// every other byte becomes `%XX` (upper-case hex).
+fn escape_path(path: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(path.len());
+    for &b in path {
+        if b.is_ascii_alphanumeric() || b"-._~$&+,/:;=@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX.get(usize::from(b >> 4)).map_or('0', |&h| h as char));
+            out.push(HEX.get(usize::from(b & 0xf)).map_or('0', |&h| h as char));
+        }
+    }
+    out
 }
 
 /// Go's `path.Clean` for request paths, keeping a trailing slash.
-pub fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for segment in p.split('/') {
+fn clean_path_bytes(p: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for segment in p.split(|&b| b == b'/') {
         match segment {
-            "" | "." => {}
-            ".." => {
+            b"" | b"." => {}
+            b".." => {
                 parts.pop();
             }
             s => parts.push(s),
         }
     }
-    let mut out = String::with_capacity(p.len() + 1);
+    let mut out = Vec::with_capacity(p.len() + 1);
     for part in &parts {
-        out.push('/');
-        out.push_str(part);
+        out.push(b'/');
+        out.extend_from_slice(part);
     }
-    let trailing = p.ends_with('/') || p.ends_with("/.") || p.ends_with("/..");
-    if out.is_empty() || (trailing && !out.ends_with('/')) {
-        out.push('/');
+    let trailing = p.ends_with(b"/") || p.ends_with(b"/.") || p.ends_with(b"/..");
+    if out.is_empty() || (trailing && !out.ends_with(b"/")) {
+        out.push(b'/');
     }
     out
+}
+
+/// [`clean_path_bytes`] for text.
+pub fn clean_path(p: &str) -> String {
+    String::from_utf8_lossy(&clean_path_bytes(p.as_bytes())).into_owned()
 }
 
 #[cfg(test)]
@@ -143,6 +168,10 @@ mod tests {
         );
         assert_eq!(clean_path("/x/./y/"), "/x/y/");
         assert_eq!(clean_path(""), "/");
+        // Go's Locations are escaped: nothing decoded reaches the header.
+        assert_eq!(route("//a%3fb", None), Route::Redirect("/a%3Fb".into()));
+        assert_eq!(route("//%ff", None), Route::Redirect("/%FF".into()));
+        assert_eq!(route("//a b", None), Route::Redirect("/a%20b".into()));
     }
 
     #[test]

@@ -16,7 +16,7 @@ export WRANGLER_SEND_METRICS := false
 # Offline: do not try to download the `request.cf` sample (an 8 s stall).
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools geoip promtool build test-native test-worker test-e2e lint deploy-check clean
+.PHONY: help dev test tools geoip promtool build test-native test-fuzz test-worker test-e2e lint deploy-check clean
 
 help:
 	@echo "make dev   - build and serve the broker on http://127.0.0.1:8787/"
@@ -89,7 +89,7 @@ dev: tools .dev.vars
 .dev.vars:
 	@printf '# Local overrides of wrangler.toml [vars], e.g.\n# PROXY_POLL_TIMEOUT_MS=2000\n' > $@
 
-test: tools lint test-native build test-worker deploy-check test-e2e
+test: tools lint test-native test-fuzz build test-worker deploy-check test-e2e
 
 lint:
 	cargo fmt --check
@@ -98,6 +98,10 @@ lint:
 
 test-native:
 	cargo test
+
+# A short run of every fuzz target (FUZZ_SECONDS each, default 15); see fuzz/README.md.
+test-fuzz:
+	bash fuzz/run.sh
 
 test-worker: build promtool
 	node --test --test-reporter=spec tests/worker/

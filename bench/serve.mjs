@@ -1,0 +1,225 @@
+// Serves the built Worker (build/index.js + build/index_bg.wasm) on loopback with Miniflare,
+// for bench/run-local.sh. It builds nothing: run `make build` first.
+//
+// Usage: node bench/serve.mjs [--runtime miniflare|workerd] [--port 0] [--script build/index.js]
+//                              [--log FILE]
+//
+// --runtime miniflare (default): Miniflare 4, as `wrangler dev` and the Worker tests run it.
+//   Miniflare puts its own entry Worker in front of ours (it adds `request.cf` and more), so
+//   every request costs one extra in-process hop.
+// --runtime workerd: the same workerd binary, started directly from a generated config
+//   (tmp dir; the Matcher is SQLite-backed on local disk), with no Miniflare entry Worker in
+//   front; no `request.cf` (proxy countries are unknown). Closest to design.md §4's
+//   "minimal matcher under `workerd serve`" measurement.
+//
+// Settings: every environment variable named in SETTINGS that is set (non-empty) is passed
+// to the Worker as a string binding, under the same name as the wrangler [vars].
+//
+// Prints one line {"event":"ready","url":"http://127.0.0.1:PORT/","pid":<pid>,"runtime":…}
+// on stdout once the Worker answers (pid: the workerd process). The Worker's own output (one
+// JSON line per request) goes to --log (default: discarded). SIGTERM/SIGINT stop it.
+
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { Miniflare, Log, LogLevel } from "miniflare";
+
+const SETTINGS = [
+  "PROXY_POLL_TIMEOUT_MS",
+  "CLIENT_TIMEOUT_MS",
+  "CLIENT_TIMEOUT_FROM",
+  "NEXT_POLL_MS",
+  "ALLOWED_RELAY_PATTERN",
+  "DEFAULT_RELAY_PATTERN",
+  "BRIDGE_LIST",
+  "MATCHER_SHARDS",
+  "MAX_PARKED_POLLS",
+  "METRICS_PERIOD_SECONDS",
+  "TRUSTED_HOPS",
+  "UNSAFE_LOGGING",
+];
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const { values } = parseArgs({
+  options: {
+    runtime: { type: "string", default: "miniflare" },
+    port: { type: "string", default: "0" },
+    script: { type: "string", default: path.join(root, "build/index.js") },
+    log: { type: "string", default: "" },
+  },
+});
+
+if (!fs.existsSync(values.script)) {
+  console.error(`serve: ${values.script} does not exist; run \`make build\` first`);
+  process.exit(2);
+}
+
+const bindings = {};
+for (const name of SETTINGS) {
+  if (process.env[name] !== undefined && process.env[name] !== "") bindings[name] = process.env[name];
+}
+
+/** The workerd child Miniflare started (the process that serves the requests). */
+function workerdPid() {
+  try {
+    const children = fs.readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, "utf8");
+    for (const pid of children.trim().split(/\s+/).filter(Boolean)) {
+      if (fs.readFileSync(`/proc/${pid}/comm`, "utf8").includes("workerd")) return Number(pid);
+    }
+  } catch {
+    // not Linux, or no children file
+  }
+  return process.pid;
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const capnpString = (s) => JSON.stringify(String(s)); // capnp text literals escape like JSON
+
+async function serveWorkerd() {
+  const binary = path.join(root, "node_modules/@cloudflare/workerd-linux-64/bin/workerd");
+  if (!fs.existsSync(binary)) {
+    console.error(`serve: ${binary} not found (npm ci installs it with wrangler/miniflare)`);
+    process.exit(2);
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "snowflake-bench-"));
+  fs.mkdirSync(path.join(dir, "do"));
+  fs.symlinkSync(path.resolve(values.script), path.join(dir, "index.js"));
+  fs.symlinkSync(path.join(path.dirname(path.resolve(values.script)), "index_bg.wasm"), path.join(dir, "index_bg.wasm"));
+  const port = Number(values.port) || (await freePort());
+  const vars = Object.entries(bindings).map(([k, v]) => `    (name = ${capnpString(k)}, text = ${capnpString(v)}),\n`).join("");
+  fs.writeFileSync(
+    path.join(dir, "config.capnp"),
+    `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "main", worker = .broker),
+    (name = "do-disk", disk = (path = ${capnpString(path.join(dir, "do"))}, writable = true)),
+  ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
+);
+const broker :Workerd.Worker = (
+  modules = [
+    (name = "index.js", esModule = embed "index.js"),
+    (name = "index_bg.wasm", wasm = embed "index_bg.wasm"),
+  ],
+  compatibilityDate = "2026-04-20",
+  bindings = [
+    (name = "MATCHER", durableObjectNamespace = "Matcher"),
+${vars}  ],
+  durableObjectNamespaces = [
+    (className = "Matcher", uniqueKey = "snowflake-broker-bench-matcher", enableSql = true),
+  ],
+  durableObjectStorage = (localDisk = "do-disk"),
+);
+`,
+  );
+  const out = values.log ? fs.openSync(values.log, "w") : "ignore";
+  const child = spawn(binary, ["serve", path.join(dir, "config.capnp"), "--experimental"], {
+    cwd: dir,
+    stdio: ["ignore", out, out],
+  });
+  const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    child.kill("SIGTERM");
+    setTimeout(() => {
+      child.kill("SIGKILL");
+      cleanup();
+      process.exit(0);
+    }, 3000).unref();
+  };
+  child.on("exit", (code, signal) => {
+    cleanup();
+    if (!stopping) console.error(`serve: workerd exited (${code ?? signal})`);
+    process.exit(stopping ? 0 : 1);
+  });
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  const url = `http://127.0.0.1:${port}/`;
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    try {
+      const res = await fetch(url + "robots.txt");
+      await res.arrayBuffer();
+      if (res.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      console.error("serve: workerd did not answer within 30 s");
+      stop();
+      return new Promise(() => {});
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  console.error(`serve: settings ${JSON.stringify(bindings)}`);
+  console.log(JSON.stringify({ event: "ready", url, pid: child.pid, runtime: "workerd" }));
+  return new Promise(() => {}); // serve until signalled
+}
+
+if (values.runtime === "workerd") {
+  await serveWorkerd();
+} else if (values.runtime !== "miniflare") {
+  console.error(`serve: --runtime must be miniflare or workerd`);
+  process.exit(2);
+}
+
+const logStream = values.log ? fs.createWriteStream(values.log) : null;
+const sink = (stream) => {
+  if (logStream) stream.pipe(logStream, { end: false });
+  else stream.resume();
+};
+
+const mf = new Miniflare({
+  scriptPath: values.script,
+  modulesRoot: path.dirname(values.script),
+  modules: true,
+  modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
+  compatibilityDate: "2026-04-20",
+  durableObjects: { MATCHER: { className: "Matcher", useSQLite: true } },
+  bindings,
+  host: "127.0.0.1",
+  port: Number(values.port),
+  // A fixed `request.cf`: Miniflare must not try to fetch one from the network.
+  cf: { country: "CA", colo: "YYZ", asn: 64512 },
+  log: new Log(LogLevel.WARN),
+  handleRuntimeStdio(stdout, stderr) {
+    sink(stdout);
+    sink(stderr);
+  },
+});
+
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  // Never hang on the way out.
+  setTimeout(() => process.exit(0), 5000).unref();
+  try {
+    await mf.dispose();
+  } finally {
+    process.exit(0);
+  }
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
+
+const url = await mf.ready;
+console.error(`serve: settings ${JSON.stringify(bindings)}`);
+console.log(JSON.stringify({ event: "ready", url: url.href, pid: workerdPid(), runtime: "miniflare" }));

@@ -196,6 +196,14 @@ impl DurableObject for Matcher {
             .borrow_mut()
             .close_periods(now / 1000, random_secret);
         self.inner.unwritten.borrow_mut().extend(closed);
+        // The next alarm first: if a write below fails and the runtime's
+        // retries give up, saving and closing periods still go on.
+        let period_end_ms = self.inner.shard.borrow().period_end().saturating_mul(1000);
+        schedule(
+            &self.storage,
+            now.saturating_add(self.save_every_ms).min(period_end_ms),
+        )
+        .await?;
         loop {
             let next = self.inner.unwritten.borrow().first().cloned();
             let Some((end, text)) = next else { break };
@@ -205,12 +213,6 @@ impl DurableObject for Matcher {
             self.inner.unwritten.borrow_mut().retain(|(e, _)| *e != end);
         }
         save(&self.inner, &self.storage).await?;
-        let period_end_ms = self.inner.shard.borrow().period_end().saturating_mul(1000);
-        schedule(
-            &self.storage,
-            now.saturating_add(self.save_every_ms).min(period_end_ms),
-        )
-        .await?;
         Response::ok("")
     }
 }

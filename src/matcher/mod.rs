@@ -186,12 +186,6 @@ impl Engine {
         self.settings
     }
 
-    /// Settings can change when the Durable Object is re-created with a new
-    /// deploy's values; parked requests keep the deadlines they were given.
-    pub fn set_settings(&mut self, settings: Settings) {
-        self.settings = settings;
-    }
-
     fn ticket(&mut self) -> Ticket {
         let t = self.next_ticket;
         self.next_ticket = self.next_ticket.wrapping_add(1);
@@ -344,11 +338,6 @@ impl Engine {
             }
             None => (AnswerResult::ClientGone, None),
         }
-    }
-
-    /// The earliest deadline still pending, for the caller's timer.
-    pub fn next_deadline(&self) -> Option<Millis> {
-        self.deadlines.first().map(|(d, _)| *d)
     }
 
     /// Ends every parked request whose deadline is at or before `now`.

@@ -23,8 +23,6 @@ pub enum Pool {
 }
 
 impl Pool {
-    pub const ALL: [Pool; 3] = [Pool::Open, Pool::Moderate, Pool::Strict];
-
     pub fn index(self) -> usize {
         match self {
             Pool::Open => 0,

@@ -6,7 +6,7 @@ mod matcher_do;
 mod settings;
 mod timer;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::handlers::{self, PollCheck, Reply};
 use crate::matcher::shard_api::{OfferRequest, PollRequest, ProxySeen, ShardReply, ShardRequest};
 use crate::metrics::Rendezvous;
@@ -106,7 +106,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         (Route::NotFound, _) => Reply::not_found(),
         (Route::Metrics, _) => metrics_text(&env, ShardRequest::MetricsLog).await,
         (Route::Prometheus, _) => metrics_text(&env, ShardRequest::Prometheus).await,
-        (Route::Debug, config) => debug(&env, config.as_ref().err()).await,
+        (Route::Debug, config) => debug(&env, config).await,
         (_, Err(e)) => Reply::misconfigured(&e.to_string()),
         (Route::Proxy, Ok(config)) => match read_body(&mut req).await {
             Some(body) => {
@@ -298,14 +298,11 @@ async fn metrics_text(env: &Env, request: ShardRequest) -> Reply {
     }
 }
 
-async fn debug(env: &Env, problem: Option<&crate::config::ConfigError>) -> Reply {
-    let mut problems: Vec<String> = Vec::new();
-    if let Some(e) = problem {
-        problems.push(format!("configuration error: {e}"));
-    }
-    if let Ok(c) = settings::load(env).as_ref() {
-        problems.extend(c.warnings.iter().map(|w| format!("warning: {w}")));
-    }
+async fn debug(env: &Env, config: &std::result::Result<Config, ConfigError>) -> Reply {
+    let mut problems: Vec<String> = match config {
+        Err(e) => vec![format!("configuration error: {e}")],
+        Ok(c) => c.warnings.iter().map(|w| format!("warning: {w}")).collect(),
+    };
     let census = match ask(env, &ShardRequest::Census).await {
         Ok(ShardReply::Census(c)) => c,
         Ok(_) => Default::default(),

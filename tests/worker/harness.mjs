@@ -34,9 +34,10 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Starts a fresh broker (its own Worker and matcher Durable Object) with these settings as
- * wrangler `[vars]` bindings. Values are passed as given (normally strings).
+ * wrangler `[vars]` bindings. Values are passed as given (normally strings). `persist` names
+ * a directory for the Durable Object's storage, so that a later broker can continue from it.
  */
-export async function startBroker(settings = {}) {
+export async function startBroker(settings = {}, { persist = false } = {}) {
   const script = path.join(BUILD_DIR, "index.js");
   if (!fs.existsSync(script)) {
     throw new Error(`${script} does not exist: run \`make build\` first`);
@@ -56,6 +57,7 @@ export async function startBroker(settings = {}) {
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
     compatibilityDate: "2026-04-20",
     durableObjects: { MATCHER: { className: "Matcher", useSQLite: true } },
+    durableObjectsPersist: persist,
     bindings: settings,
     // A fixed `request.cf`: Miniflare must not try to fetch one from the network.
     cf: { country: "CA", colo: "YYZ", asn: 64512 },

@@ -8,31 +8,19 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Miniflare } from "miniflare";
+import { startBroker } from "./harness.mjs";
 
 const PATTERN = "snowflake.torproject.net$";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function broker(bindings = {}, persist) {
-  return new Miniflare({
-    scriptPath: "build/index.js",
-    modules: true,
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
-    compatibilityDate: "2026-04-20",
-    durableObjects: { MATCHER: { className: "Matcher", useSQLite: true } },
-    durableObjectsPersist: persist ?? false,
-    bindings: { PROXY_POLL_TIMEOUT_MS: "300", CLIENT_TIMEOUT_MS: "300", ...bindings },
-    // The Worker's log lines are shown only when WORKER_TEST_LOGS is set.
-    handleRuntimeStdio(stdout, stderr) {
-      if (process.env.WORKER_TEST_LOGS) {
-        stdout.pipe(process.stdout);
-        stderr.pipe(process.stderr);
-      } else {
-        stdout.resume();
-        stderr.resume();
-      }
-    },
-  });
+/// A broker with short timeouts. The tests use its Miniflare instance directly,
+/// because they set `request.cf` per request.
+async function broker(bindings = {}, persist) {
+  const b = await startBroker(
+    { PROXY_POLL_TIMEOUT_MS: "300", CLIENT_TIMEOUT_MS: "300", ...bindings },
+    { persist: persist ?? false },
+  );
+  return b.mf;
 }
 
 const offer = (candidateIp) =>
@@ -77,7 +65,7 @@ async function periods(mf, count, timeoutMs = 8000) {
 const line = (block, name) => block.split("\n").find((l) => l.split(" ")[0] === name);
 
 test("metrics: 200 with an empty body before the first period ends, with CORS", async () => {
-  const mf = broker();
+  const mf = await broker();
   try {
     const r = await mf.dispatchFetch("http://broker/metrics");
     assert.equal(r.status, 200);
@@ -90,7 +78,7 @@ test("metrics: 200 with an empty body before the first period ends, with CORS", 
 });
 
 test("metrics #40 #43: unique proxy IPs by country, type and NAT; idle polls binned", async () => {
-  const mf = broker({ METRICS_PERIOD_SECONDS: "2" });
+  const mf = await broker({ METRICS_PERIOD_SECONDS: "2" });
   try {
     // Four polls from one address as four types (one untyped), all idle.
     await Promise.all(
@@ -113,7 +101,7 @@ test("metrics #40 #43: unique proxy IPs by country, type and NAT; idle polls bin
 });
 
 test("metrics #41 #42 #44 #45: denials by NAT, binning, NAT per IP, reset between periods", async () => {
-  const mf = broker({ METRICS_PERIOD_SECONDS: "2" });
+  const mf = await broker({ METRICS_PERIOD_SECONDS: "2" });
   try {
     await poll(mf, { sid: "r44", nat: "restricted", ip: "129.97.208.23" });
     await poll(mf, { sid: "u44", nat: "unrestricted", ip: "129.97.208.24", pattern: null });
@@ -138,7 +126,7 @@ test("metrics #41 #42 #44 #45: denials by NAT, binning, NAT per IP, reset betwee
 });
 
 test("metrics: clients located from X-Forwarded-For (TRUSTED_HOPS) and AMP candidates", async () => {
-  const mf = broker({ METRICS_PERIOD_SECONDS: "2", TRUSTED_HOPS: "1" });
+  const mf = await broker({ METRICS_PERIOD_SECONDS: "2", TRUSTED_HOPS: "1" });
   try {
     // The CDN appended the client's address; an entry before it is not trusted.
     await client(mf, { xff: "8.8.8.8, 129.97.208.23" });
@@ -159,7 +147,7 @@ test("metrics: clients located from X-Forwarded-For (TRUSTED_HOPS) and AMP candi
 test("prometheus: N's families, rounded counters, no CORS, and promtool accepts it", async () => {
   const promtool = process.env.PROMTOOL;
   assert.ok(promtool, "PROMTOOL must name promtool (make test-worker sets it)");
-  const mf = broker();
+  const mf = await broker();
   try {
     await poll(mf, { sid: "p1", nat: "unrestricted", type: "webext" });
     await client(mf, { nat: "restricted", xff: "129.97.208.23" });
@@ -183,13 +171,13 @@ test("metrics: counts continue after a restart mid-period on persisted storage",
   const dir = mkdtempSync(join(tmpdir(), "do-"));
   const settings = { METRICS_PERIOD_SECONDS: "6" }; // saves every 750 ms
   try {
-    let mf = broker(settings, dir);
+    let mf = await broker(settings, dir);
     await poll(mf, { sid: "before", ip: "129.97.208.23" });
     for (let i = 0; i < 3; i++) await client(mf, { nat: "restricted" });
     await sleep(1500); // at least one save
     await mf.dispose();
 
-    mf = broker(settings, dir);
+    mf = await broker(settings, dir);
     try {
       // The same proxy again (still one unique IP) and a new one; more denials.
       await poll(mf, { sid: "after", ip: "129.97.208.23" });

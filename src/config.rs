@@ -47,155 +47,263 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every setting's name, for documentation and for reading them from the platform.
-pub const SETTINGS: [&str; 13] = [
-    "PROXY_POLL_TIMEOUT_MS",
-    "CLIENT_TIMEOUT_MS",
-    "CLIENT_TIMEOUT_FROM",
-    "NEXT_POLL_MS",
-    "ALLOWED_RELAY_PATTERN",
-    "DEFAULT_RELAY_PATTERN",
-    "BRIDGE_LIST",
-    "MATCHER_SHARDS",
-    "MAX_PARKED_POLLS",
-    "METRICS_PERIOD_SECONDS",
-    "TRUSTED_HOPS",
-    "PROXY_POLL_RATE_LIMIT",
-    "UNSAFE_LOGGING",
-];
+/// A setting's default, as parsing uses it and the README shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// This text, as if the operator had set it.
+    Value(&'static str),
+    /// Off, or presumed absent.
+    Unset,
+    /// Built in and too long to show (the README shows this description).
+    BuiltIn(&'static str),
+}
 
-fn number(
-    setting: &'static str,
-    value: Option<&str>,
-    default: u64,
+/// One setting: its name, default and, for numbers, the range allowed.
+/// [`SETTINGS`] is the one table parsing, the README's settings table and
+/// `wrangler.toml` are checked against (tests/settings_table.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: DefaultValue,
+    /// Inclusive bounds of a whole-number setting.
+    pub range: Option<(u64, u64)>,
+    /// The README's one-line meaning.
+    pub meaning: &'static str,
+}
+
+const fn number_setting(
+    name: &'static str,
+    default: &'static str,
     min: u64,
     max: u64,
-) -> Result<u64, ConfigError> {
-    let Some(text) = value else {
-        return Ok(default);
-    };
-    let err = |message: String| ConfigError { setting, message };
-    let n: u64 = text
-        .trim()
-        .parse()
-        .map_err(|_| err(format!("{text:?} is not a whole number")))?;
-    if n < min || n > max {
-        return Err(err(format!("{n} is outside {min}..={max}")));
+    meaning: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        default: DefaultValue::Value(default),
+        range: Some((min, max)),
+        meaning,
     }
-    Ok(n)
+}
+
+const fn other_setting(
+    name: &'static str,
+    default: DefaultValue,
+    meaning: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        default,
+        range: None,
+        meaning,
+    }
+}
+
+// Go proxies give up on a response after 30 s; CDN77 cuts clients near 5 s.
+pub const PROXY_POLL_TIMEOUT_MS: Setting = number_setting(
+    "PROXY_POLL_TIMEOUT_MS",
+    "10000",
+    1,
+    25_000,
+    "how long a proxy poll is held before `no match` (Go proxies give up after 30 s)",
+);
+pub const CLIENT_TIMEOUT_MS: Setting = number_setting(
+    "CLIENT_TIMEOUT_MS",
+    "5000",
+    1,
+    60_000,
+    "how long a client waits for its answer",
+);
+pub const CLIENT_TIMEOUT_FROM: Setting = other_setting(
+    "CLIENT_TIMEOUT_FROM",
+    DefaultValue::Value("request"),
+    "`request`: counted from the client's request (fits CDN77's ~5 s); `match`: from the moment a proxy gets the offer (the Go broker before 2.11)",
+);
+pub const NEXT_POLL_MS: Setting = number_setting(
+    "NEXT_POLL_MS",
+    "20000",
+    0,
+    86_400_000,
+    "the `NextPoll` value in proxy poll responses",
+);
+pub const ALLOWED_RELAY_PATTERN: Setting = other_setting(
+    "ALLOWED_RELAY_PATTERN",
+    DefaultValue::Value("snowflake.torproject.net$"),
+    "relay pattern every proxy's `AcceptedRelayPattern` must cover (`^exact$` or `suffix$`; write `$` for the empty pattern)",
+);
+pub const DEFAULT_RELAY_PATTERN: Setting = other_setting(
+    "DEFAULT_RELAY_PATTERN",
+    DefaultValue::Unset,
+    "pattern presumed for proxies that send none; unset: such proxies get `incorrect relay pattern`",
+);
+pub const BRIDGE_LIST: Setting = other_setting(
+    "BRIDGE_LIST",
+    DefaultValue::BuiltIn("the default bridge"),
+    "NDJSON, one `{\"displayName\":…,\"webSocketAddress\":…,\"fingerprint\":…}` per line; replaces the default entirely; unknown keys and bad fingerprints are refused",
+);
+pub const MATCHER_SHARDS: Setting = number_setting(
+    "MATCHER_SHARDS",
+    "1",
+    1,
+    256,
+    "number of matcher Durable Objects. **Only 1 is implemented**: a larger value is accepted with a warning on `/debug` and in the log",
+);
+pub const MAX_PARKED_POLLS: Setting = number_setting(
+    "MAX_PARKED_POLLS",
+    "5000",
+    1,
+    100_000,
+    "proxy polls one matcher holds at once; more are answered `no match` at once with a `NextPoll` of 3× `NEXT_POLL_MS` (at least 30 s)",
+);
+pub const METRICS_PERIOD_SECONDS: Setting = number_setting(
+    "METRICS_PERIOD_SECONDS",
+    "86400",
+    1,
+    31_622_400,
+    "length of one `snowflake-stats` period on `/metrics`",
+);
+pub const TRUSTED_HOPS: Setting = number_setting(
+    "TRUSTED_HOPS",
+    "1",
+    0,
+    16,
+    "how many `Forwarded` / `X-Forwarded-For` entries, counted from the right, were added by proxies we trust (the fronting CDN); a client's address is the leftmost public one among them",
+);
+pub const PROXY_POLL_RATE_LIMIT: Setting = other_setting(
+    "PROXY_POLL_RATE_LIMIT",
+    DefaultValue::Unset,
+    "N's per-IP `polled too soon` limit. **Not implemented**: setting it only produces a warning",
+);
+pub const UNSAFE_LOGGING: Setting = other_setting(
+    "UNSAFE_LOGGING",
+    DefaultValue::Value("false"),
+    "log IP addresses unscrubbed (`true`/`false`)",
+);
+
+/// Every setting, in the README's order.
+pub const SETTINGS: [Setting; 13] = [
+    PROXY_POLL_TIMEOUT_MS,
+    CLIENT_TIMEOUT_MS,
+    CLIENT_TIMEOUT_FROM,
+    NEXT_POLL_MS,
+    ALLOWED_RELAY_PATTERN,
+    DEFAULT_RELAY_PATTERN,
+    BRIDGE_LIST,
+    MAX_PARKED_POLLS,
+    METRICS_PERIOD_SECONDS,
+    TRUSTED_HOPS,
+    UNSAFE_LOGGING,
+    MATCHER_SHARDS,
+    PROXY_POLL_RATE_LIMIT,
+];
+
+/// Whether `name` is one of [`SETTINGS`].
+pub fn is_setting(name: &str) -> bool {
+    SETTINGS.iter().any(|s| s.name == name)
+}
+
+fn invalid(setting: &Setting, message: String) -> ConfigError {
+    ConfigError {
+        setting: setting.name,
+        message,
+    }
+}
+
+/// The settings as given, with their defaults filled in.
+struct Values<F> {
+    get: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Values<F> {
+    /// The operator's value, or None when it is missing or empty ("unset").
+    fn given(&self, setting: &Setting) -> Option<String> {
+        (self.get)(setting.name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The operator's value, else the table's default (None if unset).
+    fn text(&self, setting: &Setting) -> Option<String> {
+        self.given(setting).or(match setting.default {
+            DefaultValue::Value(v) => Some(v.to_string()),
+            DefaultValue::Unset | DefaultValue::BuiltIn(_) => None,
+        })
+    }
+
+    /// A whole number within the setting's range.
+    fn number(&self, setting: &Setting) -> Result<u64, ConfigError> {
+        let text = self.text(setting).unwrap_or_default();
+        let n: u64 = text
+            .trim()
+            .parse()
+            .map_err(|_| invalid(setting, format!("{text:?} is not a whole number")))?;
+        let (min, max) = setting.range.unwrap_or((0, u64::MAX));
+        if n < min || n > max {
+            return Err(invalid(setting, format!("{n} is outside {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    /// One of `choices`, returned as its index.
+    fn choice(&self, setting: &Setting, choices: &[&str]) -> Result<usize, ConfigError> {
+        let text = self.text(setting).unwrap_or_default();
+        let text = text.trim();
+        choices.iter().position(|c| *c == text).ok_or_else(|| {
+            let quoted: Vec<String> = choices.iter().map(|c| format!("{c:?}")).collect();
+            invalid(
+                setting,
+                format!("{text:?} is not one of {}", quoted.join(", ")),
+            )
+        })
+    }
 }
 
 impl Config {
     /// Reads every setting through `get` (a missing or empty value means
     /// "use the default").
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let value = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let v = Values { get };
         let mut warnings = Vec::new();
-
-        // Go proxies give up on a response after 30 s; CDN77 cuts clients near 5 s.
-        let proxy_poll_timeout_ms = number(
-            "PROXY_POLL_TIMEOUT_MS",
-            value("PROXY_POLL_TIMEOUT_MS").as_deref(),
-            10_000,
-            1,
-            25_000,
-        )?;
-        let client_timeout_ms = number(
-            "CLIENT_TIMEOUT_MS",
-            value("CLIENT_TIMEOUT_MS").as_deref(),
-            5_000,
-            1,
-            60_000,
-        )?;
-        let client_timeout_from = match value("CLIENT_TIMEOUT_FROM").as_deref().map(str::trim) {
-            None | Some("request") => TimeoutFrom::Request,
-            Some("match") => TimeoutFrom::Match,
-            Some(other) => {
-                return Err(ConfigError {
-                    setting: "CLIENT_TIMEOUT_FROM",
-                    message: format!("{other:?} is neither \"request\" nor \"match\""),
-                })
-            }
+        let client_timeout_from = match v.choice(&CLIENT_TIMEOUT_FROM, &["request", "match"])? {
+            0 => TimeoutFrom::Request,
+            _ => TimeoutFrom::Match,
         };
-        let next_poll_ms = number(
-            "NEXT_POLL_MS",
-            value("NEXT_POLL_MS").as_deref(),
-            20_000,
-            0,
-            86_400_000,
-        )?;
         // An empty value means "unset" like every other setting; the empty
         // pattern itself is written `$`.
-        let allowed_relay_pattern = RelayPattern::parse(
-            value("ALLOWED_RELAY_PATTERN")
-                .as_deref()
-                .unwrap_or("snowflake.torproject.net$"),
-        );
-        let default_relay_pattern = value("DEFAULT_RELAY_PATTERN").map(|p| RelayPattern::parse(&p));
-        let bridges = match value("BRIDGE_LIST") {
+        let allowed_relay_pattern =
+            RelayPattern::parse(&v.text(&ALLOWED_RELAY_PATTERN).unwrap_or_default());
+        let default_relay_pattern = v
+            .text(&DEFAULT_RELAY_PATTERN)
+            .map(|p| RelayPattern::parse(&p));
+        let bridges = match v.given(&BRIDGE_LIST) {
             None => BridgeList::default(),
-            Some(text) => BridgeList::parse(&text).map_err(|message| ConfigError {
-                setting: "BRIDGE_LIST",
-                message,
-            })?,
+            Some(text) => {
+                BridgeList::parse(&text).map_err(|message| invalid(&BRIDGE_LIST, message))?
+            }
         };
-        let matcher_shards = number(
-            "MATCHER_SHARDS",
-            value("MATCHER_SHARDS").as_deref(),
-            1,
-            1,
-            256,
-        )?;
+        let matcher_shards = v.number(&MATCHER_SHARDS)?;
         if matcher_shards > 1 {
             warnings.push(format!(
                 "MATCHER_SHARDS={matcher_shards}: sharding is not implemented yet; one matcher is used"
             ));
         }
-        let max_parked_polls = number(
-            "MAX_PARKED_POLLS",
-            value("MAX_PARKED_POLLS").as_deref(),
-            5_000,
-            1,
-            100_000,
-        )?;
-        let metrics_period_seconds = number(
-            "METRICS_PERIOD_SECONDS",
-            value("METRICS_PERIOD_SECONDS").as_deref(),
-            86_400,
-            1,
-            31_622_400,
-        )?;
-        let trusted_hops = number("TRUSTED_HOPS", value("TRUSTED_HOPS").as_deref(), 1, 0, 16)?;
-        if value("PROXY_POLL_RATE_LIMIT").is_some() {
+        if v.given(&PROXY_POLL_RATE_LIMIT).is_some() {
             warnings.push(
                 "PROXY_POLL_RATE_LIMIT is set but per-IP rate limiting is not implemented yet; polls are not limited"
                     .to_string(),
             );
         }
-        let unsafe_logging = match value("UNSAFE_LOGGING").as_deref().map(str::trim) {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(other) => {
-                return Err(ConfigError {
-                    setting: "UNSAFE_LOGGING",
-                    message: format!("{other:?} is neither \"true\" nor \"false\""),
-                })
-            }
-        };
-
         Ok(Config {
-            proxy_poll_timeout_ms,
-            client_timeout_ms,
+            proxy_poll_timeout_ms: v.number(&PROXY_POLL_TIMEOUT_MS)?,
+            client_timeout_ms: v.number(&CLIENT_TIMEOUT_MS)?,
             client_timeout_from,
-            next_poll_ms,
+            next_poll_ms: v.number(&NEXT_POLL_MS)?,
             allowed_relay_pattern,
             default_relay_pattern,
             bridges,
-            matcher_shards: u32::try_from(matcher_shards).unwrap_or(1),
-            max_parked_polls: usize::try_from(max_parked_polls).unwrap_or(5_000),
-            metrics_period_seconds,
-            trusted_hops: u32::try_from(trusted_hops).unwrap_or(1),
-            unsafe_logging,
+            matcher_shards: u32::try_from(matcher_shards).unwrap_or(u32::MAX),
+            max_parked_polls: usize::try_from(v.number(&MAX_PARKED_POLLS)?).unwrap_or(usize::MAX),
+            metrics_period_seconds: v.number(&METRICS_PERIOD_SECONDS)?,
+            trusted_hops: u32::try_from(v.number(&TRUSTED_HOPS)?).unwrap_or(u32::MAX),
+            unsafe_logging: v.choice(&UNSAFE_LOGGING, &["false", "true", "0", "1"])? % 2 == 1,
             warnings,
         })
     }
@@ -215,25 +323,15 @@ impl Config {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        // With no settings every value is a valid default, so this cannot fail;
-        // the fallback only keeps the type total.
-        Config::from_lookup(|_| None).unwrap_or_else(|_| Config {
-            proxy_poll_timeout_ms: 10_000,
-            client_timeout_ms: 5_000,
-            client_timeout_from: TimeoutFrom::Request,
-            next_poll_ms: 20_000,
-            allowed_relay_pattern: RelayPattern::parse("snowflake.torproject.net$"),
-            default_relay_pattern: None,
-            bridges: BridgeList::default(),
-            matcher_shards: 1,
-            max_parked_polls: 5_000,
-            metrics_period_seconds: 86_400,
-            trusted_hops: 1,
-            unsafe_logging: false,
-            warnings: Vec::new(),
-        })
+/// The matching engine's part of the settings.
+impl From<&Config> for crate::matcher::Settings {
+    fn from(c: &Config) -> Self {
+        crate::matcher::Settings {
+            proxy_poll_timeout_ms: c.proxy_poll_timeout_ms,
+            client_timeout_ms: c.client_timeout_ms,
+            client_timeout_from: c.client_timeout_from,
+            max_parked_polls: c.max_parked_polls,
+        }
     }
 }
 

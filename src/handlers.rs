@@ -1,18 +1,70 @@
 //! What each endpoint does, apart from talking to the matcher: validating a
-//! request into a [`ShardRequest`], and turning the matcher's reply into the
+//! request into a matcher call, and turning the matcher's reply into the
 //! exact status, headers and bytes of the Go broker (protocol.md §1).
+//! Each reply carries the [`Outcome`] decided here, for the request log.
 //! The Worker shell only moves bytes between these functions and the
 //! platform, so all of this is tested natively.
 
 use crate::config::Config;
-use crate::matcher::shard_api::{OfferReply, PollReply};
-use crate::matcher::{AnswerResult, Offer, Poll};
+use crate::matcher::api::CallError;
+use crate::matcher::{AnswerReply, Offer, OfferReply, Poll, PollReply};
 use crate::protocol::client::{self, ClientOffer};
 use crate::protocol::nat::Nat;
 use crate::protocol::proxy::{self, ProxyAnswer, ProxyPoll, ProxyType};
 use crate::protocol::{has_candidate, READ_LIMIT};
 
 pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// How a request ended, as the request log names it. Decided by the
+/// handler that decides the reply, never read back from the reply's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served as asked (robots, debug, metrics, a CORS preflight).
+    Served,
+    ClientMatch,
+    NoMatch,
+    /// A poll answered `no match` at once, to shed load: the matcher was
+    /// full, overloaded or unreachable, or the Sid busy answering.
+    PollShed,
+    IncorrectRelayPattern,
+    AnswerDelivered,
+    ClientGone,
+    /// A client received its proxy's answer.
+    Answered,
+    Denied,
+    TimedOut,
+    /// A client's request was refused for what it sent (`{"error":…}`).
+    BadOffer,
+    BadRequest,
+    NotFound,
+    Redirect,
+    Misconfigured,
+    /// The broker itself failed (its matcher or storage).
+    BrokerError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Served => "ok",
+            Outcome::ClientMatch => "client match",
+            Outcome::NoMatch => "no match",
+            Outcome::PollShed => "no match (shed)",
+            Outcome::IncorrectRelayPattern => "incorrect relay pattern",
+            Outcome::AnswerDelivered => "answer delivered",
+            Outcome::ClientGone => "client gone",
+            Outcome::Answered => "answered",
+            Outcome::Denied => "denied",
+            Outcome::TimedOut => "timed out",
+            Outcome::BadOffer => "refused",
+            Outcome::BadRequest => "bad request",
+            Outcome::NotFound => "not found",
+            Outcome::Redirect => "redirect",
+            Outcome::Misconfigured => "misconfigured",
+            Outcome::BrokerError => "error",
+        }
+    }
+}
 
 /// An HTTP response in platform-neutral form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +73,7 @@ pub struct Reply {
     pub content_type: Option<&'static str>,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
+    pub outcome: Outcome,
 }
 
 impl Reply {
@@ -31,6 +84,7 @@ impl Reply {
             content_type: Some(TEXT_PLAIN),
             headers: Vec::new(),
             body: body.into(),
+            outcome: Outcome::Served,
         }
     }
 
@@ -41,12 +95,24 @@ impl Reply {
             content_type: None,
             headers: Vec::new(),
             body: String::new(),
+            outcome: Outcome::Served,
         }
+    }
+
+    /// The same reply, logged as `outcome`.
+    pub fn outcome(mut self, outcome: Outcome) -> Reply {
+        self.outcome = outcome;
+        self
+    }
+
+    /// 400 with no body: what Go answers a body it cannot read or decode.
+    pub fn bad_request() -> Reply {
+        Reply::empty(400).outcome(Outcome::BadRequest)
     }
 
     /// Go's `http.NotFound`.
     pub fn not_found() -> Reply {
-        let mut r = Reply::text(404, "404 page not found\n");
+        let mut r = Reply::text(404, "404 page not found\n").outcome(Outcome::NotFound);
         r.headers.push(("X-Content-Type-Options", "nosniff".into()));
         r
     }
@@ -62,9 +128,10 @@ impl Reply {
                     "<a href=\"{}\">Moved Permanently</a>.\n\n",
                     html_escape(location)
                 ),
+                outcome: Outcome::Redirect,
             }
         } else {
-            Reply::empty(301)
+            Reply::empty(301).outcome(Outcome::Redirect)
         };
         r.headers.push(("Location", location.to_string()));
         r
@@ -73,6 +140,7 @@ impl Reply {
     /// A setting is invalid: refuse to guess, say so.
     pub fn misconfigured(problem: &str) -> Reply {
         Reply::text(500, format!("broker misconfigured: {problem}\n"))
+            .outcome(Outcome::Misconfigured)
     }
 }
 
@@ -99,7 +167,7 @@ pub fn robots() -> Reply {
 /// Bodies over the limit are refused as Go's `MaxBytesReader` refuses them.
 pub fn within_limit(body: &[u8]) -> Result<&[u8], Reply> {
     if body.len() > READ_LIMIT {
-        Err(Reply::empty(400))
+        Err(Reply::bad_request())
     } else {
         Ok(body)
     }
@@ -123,7 +191,7 @@ pub enum PollCheck {
 
 /// Decodes a `/proxy` body; `Err` is the 400 for an undecodable one.
 pub fn proxy_poll(config: &Config, body: &[u8]) -> Result<PollCheck, Reply> {
-    let poll = ProxyPoll::decode(within_limit(body)?).map_err(|_| Reply::empty(400))?;
+    let poll = ProxyPoll::decode(within_limit(body)?).map_err(|_| Reply::bad_request())?;
     let with_relay_pattern = poll.accepted_relay_pattern.is_some();
     if !config.relay_pattern_accepted(poll.accepted_relay_pattern.as_deref()) {
         return Ok(PollCheck::Rejected {
@@ -136,7 +204,8 @@ pub fn proxy_poll(config: &Config, body: &[u8]) -> Result<PollCheck, Reply> {
                     proxy::NEXT_POLL_AFTER_BAD_PATTERN_MS,
                     "",
                 ),
-            ),
+            )
+            .outcome(Outcome::IncorrectRelayPattern),
             nat: poll.nat,
             proxy_type: poll.proxy_type,
             with_relay_pattern,
@@ -160,26 +229,40 @@ pub fn refused_next_poll_ms(config: &Config) -> u64 {
 }
 
 pub fn proxy_poll_reply(config: &Config, reply: &PollReply) -> Reply {
-    let body = match reply {
-        PollReply::Matched(a) => proxy::poll_response(
-            proxy::STATUS_MATCH,
-            &a.offer,
-            a.client_nat.as_str(),
-            config.next_poll_ms,
-            &a.relay_url,
+    let (body, outcome) = match reply {
+        PollReply::Matched(a) => (
+            proxy::poll_response(
+                proxy::STATUS_MATCH,
+                &a.offer,
+                a.client_nat.as_str(),
+                config.next_poll_ms,
+                &a.relay_url,
+            ),
+            Outcome::ClientMatch,
         ),
-        PollReply::NoMatch => {
-            proxy::poll_response(proxy::STATUS_NO_MATCH, "", "", config.next_poll_ms, "")
-        }
-        PollReply::Refused => proxy::poll_response(
-            proxy::STATUS_NO_MATCH,
-            "",
-            "",
-            refused_next_poll_ms(config),
-            "",
+        PollReply::NoMatch => (
+            proxy::poll_response(proxy::STATUS_NO_MATCH, "", "", config.next_poll_ms, ""),
+            Outcome::NoMatch,
+        ),
+        PollReply::Refused => (
+            proxy::poll_response(
+                proxy::STATUS_NO_MATCH,
+                "",
+                "",
+                refused_next_poll_ms(config),
+                "",
+            ),
+            Outcome::PollShed,
         ),
     };
-    Reply::text(200, body)
+    Reply::text(200, body).outcome(outcome)
+}
+
+/// A poll the matcher could not take (unreachable, overloaded, no reply in
+/// time): the proxy is told `no match` and to come back later, as when the
+/// matcher is full. It is the broker's trouble, not the proxy's.
+pub fn proxy_poll_failed(config: &Config) -> Reply {
+    proxy_poll_reply(config, &PollReply::Refused).outcome(Outcome::BrokerError)
 }
 
 /// Which client format a request used: they answer differently.
@@ -201,11 +284,12 @@ pub fn client(
     let body = within_limit(body)?;
     if client::is_legacy(body) {
         // R dropped the connection here (a panic); a clear 400 is the fix.
-        let offer = ClientOffer::decode_legacy(body, nat_header).map_err(|_| Reply::empty(400))?;
+        let offer =
+            ClientOffer::decode_legacy(body, nat_header).map_err(|_| Reply::bad_request())?;
         let relay_url = match config.bridges.get(&offer.fingerprint) {
             Some(bridge) => bridge.websocket_address.clone(),
             // The default bridge is not served: the operator's list, not the client, is at fault.
-            None => return Err(Reply::empty(500)),
+            None => return Err(Reply::empty(500).outcome(Outcome::Misconfigured)),
         };
         return Ok((
             Offer {
@@ -219,7 +303,9 @@ pub fn client(
     }
     client_v1(config, body, started_at)
         .map(|offer| (offer, ClientFormat::V1))
-        .map_err(|error| Reply::text(200, client::error_response(&error)))
+        .map_err(|error| {
+            Reply::text(200, client::error_response(&error)).outcome(Outcome::BadOffer)
+        })
 }
 
 /// Validates a 1.0 client message (from `/client` or an AMP path); the error
@@ -247,32 +333,62 @@ pub fn client_v1_json(reply: &OfferReply) -> String {
     }
 }
 
+/// How a client's request ended, by the matcher's reply.
+fn client_outcome(reply: &OfferReply) -> Outcome {
+    match reply {
+        OfferReply::Answer(_) => Outcome::Answered,
+        OfferReply::TimedOut => Outcome::TimedOut,
+        OfferReply::Denied => Outcome::Denied,
+    }
+}
+
 pub fn client_reply(format: ClientFormat, reply: &OfferReply) -> Reply {
-    match (format, reply) {
+    let r = match (format, reply) {
         (ClientFormat::V1, r) => Reply::text(200, client_v1_json(r)),
         (ClientFormat::Legacy, OfferReply::Answer(answer)) => Reply::text(200, answer.clone()),
         (ClientFormat::Legacy, OfferReply::Denied) => Reply::empty(503),
         (ClientFormat::Legacy, OfferReply::TimedOut) => Reply::empty(504),
-    }
+    };
+    r.outcome(client_outcome(reply))
+}
+
+/// The reply a client gets when the matcher could not take its offer: no
+/// proxy could be given it, which is what a denial tells the client (it
+/// tries again, as after any denial). Logged as the broker's error.
+pub fn client_failed(format: ClientFormat) -> Reply {
+    client_reply(format, &OfferReply::Denied).outcome(Outcome::BrokerError)
 }
 
 /// Validates an `/answer` request.
 pub fn answer(body: &[u8]) -> Result<ProxyAnswer, Reply> {
     let body = within_limit(body)?;
     if !has_candidate(body) {
-        return Err(Reply::empty(400));
+        return Err(Reply::bad_request());
     }
-    ProxyAnswer::decode(body).map_err(|_| Reply::empty(400))
+    ProxyAnswer::decode(body).map_err(|_| Reply::bad_request())
 }
 
-pub fn answer_reply(result: AnswerResult) -> Reply {
-    Reply::text(
-        200,
-        match result {
-            AnswerResult::Delivered => proxy::ANSWER_SUCCESS,
-            AnswerResult::ClientGone => proxy::ANSWER_CLIENT_GONE,
-        },
-    )
+pub fn answer_reply(result: AnswerReply) -> Reply {
+    match result {
+        AnswerReply::Delivered => {
+            Reply::text(200, proxy::ANSWER_SUCCESS).outcome(Outcome::AnswerDelivered)
+        }
+        AnswerReply::ClientGone => {
+            Reply::text(200, proxy::ANSWER_CLIENT_GONE).outcome(Outcome::ClientGone)
+        }
+    }
+}
+
+/// An answer the matcher could not take: its client cannot receive it, so
+/// the proxy is told `client gone`, as for any answer with nobody waiting.
+pub fn answer_failed() -> Reply {
+    answer_reply(AnswerReply::ClientGone).outcome(Outcome::BrokerError)
+}
+
+/// A page the matcher could not serve (`/metrics`, `/prometheus`): 500
+/// with what failed, as Go's handlers answer an internal error.
+pub fn page_failed(error: &CallError) -> Reply {
+    Reply::text(500, format!("broker error: {error}\n")).outcome(Outcome::BrokerError)
 }
 
 /// `/prometheus`: the exposition text, no CORS.
@@ -282,6 +398,7 @@ pub fn prometheus(text: String) -> Reply {
         content_type: Some(crate::metrics::PROMETHEUS_CONTENT_TYPE),
         headers: Vec::new(),
         body: text,
+        outcome: Outcome::Served,
     }
 }
 
@@ -309,23 +426,35 @@ pub fn offer_country(offer: &str) -> Option<String> {
 
 /// Every AMP outcome is a 200 AMP page carrying the client JSON in armor
 /// (protocol.md §1.8); the cache may keep it for 15 s.
-pub fn amp_page(json: &str) -> Reply {
+pub fn amp_page(json: &str, outcome: Outcome) -> Reply {
     Reply {
         status: 200,
         content_type: Some("text/html"),
         headers: vec![("Cache-Control", "max-age=15".to_string())],
         body: crate::amp::encode_armor(json.as_bytes()),
+        outcome,
     }
 }
 
 /// Validates an AMP rendezvous: `suffix` is the decoded path after
 /// `/amp/client/`. There is no legacy format and no candidate check here.
 pub fn amp_client(config: &Config, suffix: &str, started_at: u64) -> Result<Offer, Reply> {
-    let message = crate::amp::decode_path(suffix)
-        .map_err(|_| amp_page(&client::error_response(client::ERR_AMP_PATH)))?;
-    client_v1(config, &message, started_at).map_err(|e| amp_page(&client::error_response(&e)))
+    let message = crate::amp::decode_path(suffix).map_err(|_| {
+        amp_page(
+            &client::error_response(client::ERR_AMP_PATH),
+            Outcome::BadOffer,
+        )
+    })?;
+    client_v1(config, &message, started_at)
+        .map_err(|e| amp_page(&client::error_response(&e), Outcome::BadOffer))
 }
 
 pub fn amp_reply(reply: &OfferReply) -> Reply {
-    amp_page(&client_v1_json(reply))
+    amp_page(&client_v1_json(reply), client_outcome(reply))
+}
+
+/// The AMP page a client gets when the matcher could not take its offer
+/// (see [`client_failed`]).
+pub fn amp_failed() -> Reply {
+    amp_reply(&OfferReply::Denied).outcome(Outcome::BrokerError)
 }

@@ -3,12 +3,14 @@
 //! driven synchronously with an explicit clock. The Worker shell only moves
 //! these values over HTTP, which tests/worker/ checks separately.
 
+use futures_channel::oneshot;
 use snowflake_broker::config::{Config, TimeoutFrom};
-use snowflake_broker::handlers::{self, ClientFormat, PollCheck, Reply};
-use snowflake_broker::matcher::shard_api::{OfferReply, PollReply};
-use snowflake_broker::matcher::{
-    ClientOutcome, Engine, OfferStart, PollStart, ProxyOutcome, Settings, Ticket, Wake,
-};
+use snowflake_broker::handlers::{self, ClientFormat, Outcome, PollCheck, Reply};
+use snowflake_broker::matcher::api::{AnswerRequest, OfferRequest, PollRequest, ProxySeen};
+use snowflake_broker::matcher::shard::{Shard, Started};
+use snowflake_broker::matcher::waiters::Waiters;
+use snowflake_broker::matcher::{OfferReply, PollReply, Settings, Ticket, Wake};
+use snowflake_broker::metrics::Rendezvous;
 use std::collections::HashMap;
 
 const FP: &str = "2B280B23E1107BB62ABFC40DDCC8824814F80A72";
@@ -40,58 +42,64 @@ fn answer_body(sid: &str, answer: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The broker with the Durable Object's plumbing replaced by maps.
+/// The broker with the Durable Object's channels driven by hand: the real
+/// shard (engine and metrics) and the real wake delivery ([`Waiters`]), an
+/// explicit clock instead of timers, and the handlers' replies.
 struct Sim {
     config: Config,
-    engine: Engine,
+    shard: Shard,
+    waiters: Waiters,
     now: u64,
-    proxies: HashMap<Ticket, Option<Reply>>,
-    clients: HashMap<Ticket, (ClientFormat, Option<Reply>)>,
+    proxies: HashMap<Ticket, Pending<PollReply>>,
+    clients: HashMap<Ticket, (ClientFormat, Pending<OfferReply>)>,
+}
+
+/// A parked request's channel, and its reply once it has one.
+struct Pending<R> {
+    rx: oneshot::Receiver<R>,
+    got: Option<R>,
+}
+
+impl<R> Pending<R> {
+    fn new(rx: oneshot::Receiver<R>) -> Self {
+        Pending { rx, got: None }
+    }
+
+    /// Takes a delivered reply; a second delivery would be a bug.
+    fn check(&mut self) {
+        if let Ok(Some(r)) = self.rx.try_recv() {
+            assert!(self.got.is_none(), "answered twice");
+            self.got = Some(r);
+        }
+    }
+}
+
+fn defaults() -> Config {
+    Config::from_lookup(|_| None).unwrap()
 }
 
 impl Sim {
     fn new(config: Config) -> Sim {
-        let engine = Engine::new(Settings {
-            proxy_poll_timeout_ms: config.proxy_poll_timeout_ms,
-            client_timeout_ms: config.client_timeout_ms,
-            client_timeout_from: config.client_timeout_from,
-            max_parked_polls: config.max_parked_polls,
-        });
+        let shard = Shard::new(Settings::from(&config), 86_400, 1_000, [0; 16]);
         Sim {
             config,
-            engine,
+            shard,
+            waiters: Waiters::default(),
             now: 1_000_000,
             proxies: HashMap::new(),
             clients: HashMap::new(),
         }
     }
 
-    fn deliver(&mut self, wakes: impl IntoIterator<Item = Wake>) {
-        for wake in wakes {
-            match wake {
-                Wake::Proxy(t, o) => {
-                    let reply = match o {
-                        ProxyOutcome::Matched(a) => PollReply::Matched(a),
-                        ProxyOutcome::NoMatch => PollReply::NoMatch,
-                    };
-                    let slot = self.proxies.get_mut(&t).expect("wake for an unknown proxy");
-                    assert!(slot.is_none(), "proxy {t} answered twice");
-                    *slot = Some(handlers::proxy_poll_reply(&self.config, &reply));
-                }
-                Wake::Client(t, o) => {
-                    let reply = match o {
-                        ClientOutcome::Answer(a) => OfferReply::Answer(a),
-                        ClientOutcome::TimedOut => OfferReply::TimedOut,
-                    };
-                    let (format, slot) = self
-                        .clients
-                        .get_mut(&t)
-                        .expect("wake for an unknown client");
-                    assert!(slot.is_none(), "client {t} answered twice");
-                    *slot = Some(handlers::client_reply(*format, &reply));
-                }
-            }
+    fn deliver(&mut self, wakes: Vec<Wake>) {
+        self.waiters.deliver(wakes);
+        for p in self.proxies.values_mut() {
+            p.check();
         }
+        for (_, c) in self.clients.values_mut() {
+            c.check();
+        }
+        self.shard.engine().check_invariants().unwrap();
     }
 
     /// Returns the ticket of a parked poll, or the immediate reply.
@@ -100,31 +108,51 @@ impl Sim {
             PollCheck::Accepted { poll, .. } => poll,
             PollCheck::Rejected { reply, .. } => return Err(reply),
         };
-        match self.engine.poll(self.now, poll) {
-            PollStart::Parked {
-                ticket, replaced, ..
-            } => {
-                self.proxies.insert(ticket, None);
-                self.deliver(replaced);
+        let request = PollRequest {
+            poll,
+            seen: ProxySeen::default(),
+        };
+        let step = self.shard.poll(self.now, request);
+        match step.start {
+            Started::Parked { ticket, .. } => {
+                let rx = self.waiters.park_poll(ticket);
+                self.proxies.insert(ticket, Pending::new(rx));
+                self.deliver(step.wakes);
                 Ok(ticket)
             }
-            PollStart::Full | PollStart::SidBusy => Err(handlers::proxy_poll_reply(
-                &self.config,
-                &PollReply::Refused,
-            )),
+            Started::Now(reply) => Err(handlers::proxy_poll_reply(&self.config, &reply)),
         }
     }
 
     fn client(&mut self, body: &[u8], nat_header: Option<&str>) -> Result<Ticket, Reply> {
-        let (offer, format) = handlers::client(&self.config, body, nat_header, self.now)?;
-        match self.engine.offer(self.now, offer) {
-            OfferStart::Parked { ticket, wake, .. } => {
-                self.clients.insert(ticket, (format, None));
-                self.deliver([wake]);
-                Ok(ticket)
+        let started = self.now;
+        self.client_started(body, nat_header, started)
+            .map(|(ticket, _)| ticket)
+    }
+
+    /// A client whose request reached the broker at `started`; returns its
+    /// ticket and deadline.
+    fn client_started(
+        &mut self,
+        body: &[u8],
+        nat_header: Option<&str>,
+        started: u64,
+    ) -> Result<(Ticket, u64), Reply> {
+        let (offer, format) = handlers::client(&self.config, body, nat_header, started)?;
+        let request = OfferRequest {
+            offer,
+            method: Rendezvous::Http,
+            country: None,
+        };
+        let step = self.shard.offer(self.now, request);
+        match step.start {
+            Started::Parked { ticket, deadline } => {
+                let rx = self.waiters.park_offer(ticket);
+                self.clients.insert(ticket, (format, Pending::new(rx)));
+                self.deliver(step.wakes);
+                Ok((ticket, deadline))
             }
-            OfferStart::Denied => Err(handlers::client_reply(format, &OfferReply::Denied)),
-            OfferStart::Expired => Err(handlers::client_reply(format, &OfferReply::TimedOut)),
+            Started::Now(reply) => Err(handlers::client_reply(format, &reply)),
         }
     }
 
@@ -132,8 +160,11 @@ impl Sim {
         match handlers::answer(body) {
             Err(reply) => reply,
             Ok(a) => {
-                let (result, wake) = self.engine.answer(&a.sid, a.answer);
-                self.deliver(wake);
+                let (result, wakes) = self.shard.answer(AnswerRequest {
+                    sid: a.sid,
+                    answer: a.answer,
+                });
+                self.deliver(wakes);
                 handlers::answer_reply(result)
             }
         }
@@ -141,31 +172,36 @@ impl Sim {
 
     fn advance(&mut self, ms: u64) {
         self.now += ms;
-        let wakes = self.engine.expire(self.now);
+        let wakes = self.shard.expire(self.now);
         self.deliver(wakes);
-        self.engine.check_invariants().unwrap();
     }
 
-    fn proxy_reply(&self, t: Ticket) -> Option<&Reply> {
-        self.proxies.get(&t).and_then(Option::as_ref)
+    fn proxy_reply(&self, t: Ticket) -> Option<Reply> {
+        let got = self.proxies.get(&t)?.got.as_ref()?;
+        Some(handlers::proxy_poll_reply(&self.config, got))
     }
 
-    fn client_reply(&self, t: Ticket) -> Option<&Reply> {
-        self.clients.get(&t).and_then(|(_, r)| r.as_ref())
+    fn client_reply(&self, t: Ticket) -> Option<Reply> {
+        let (format, pending) = self.clients.get(&t)?;
+        Some(handlers::client_reply(*format, pending.got.as_ref()?))
     }
 }
 
-fn text(body: &str) -> Reply {
-    Reply::text(200, body)
+/// A 200 text reply, logged as `outcome`.
+fn text(outcome: Outcome, body: &str) -> Reply {
+    Reply::text(200, body).outcome(outcome)
 }
 
 fn no_match() -> Reply {
-    text(r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":20000,"RelayURL":""}"#)
+    text(
+        Outcome::NoMatch,
+        r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":20000,"RelayURL":""}"#,
+    )
 }
 
 #[test]
 fn case_2_no_proxies() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let r = sim.client(
         &client_body(&sdp_json("offer", "v=0"), Some("unknown")),
         None,
@@ -173,6 +209,7 @@ fn case_2_no_proxies() {
     assert_eq!(
         r,
         Err(text(
+            Outcome::Denied,
             r#"{"error":"no snowflake proxies currently available"}"#
         ))
     );
@@ -180,7 +217,7 @@ fn case_2_no_proxies() {
 
 #[test]
 fn cases_3_14_19_rendezvous_end_to_end() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let offer = sdp_json("offer", "v=0\r\no=- 123456789 2 IN IP4 127.0.0.1\r\na=candidate:1 1 udp 2 8.8.8.8 3000 typ host\r\n");
     // R's unit test injected an unknown proxy; over HTTP an unknown-NAT client
     // may only use an open proxy (N's pools), so an unknown one cannot serve it.
@@ -190,11 +227,12 @@ fn cases_3_14_19_rendezvous_end_to_end() {
     assert_eq!(
         sim.client(&client_body(&offer, None), None),
         Err(text(
+            Outcome::Denied,
             r#"{"error":"no snowflake proxies currently available"}"#
         ))
     );
     assert_eq!(sim.proxy_reply(p), None);
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let p = sim
         .poll(&poll_body("ymbcCMto7KHNGYlp", "unrestricted", 0))
         .unwrap();
@@ -203,30 +241,36 @@ fn cases_3_14_19_rendezvous_end_to_end() {
         r#"{{"Status":"client match","Offer":{},"NAT":"unknown","NextPoll":20000,"RelayURL":"wss://snowflake.torproject.net/"}}"#,
         snowflake_broker::protocol::json::go_string(&offer)
     );
-    assert_eq!(sim.proxy_reply(p), Some(&text(&expected)));
+    assert_eq!(
+        sim.proxy_reply(p),
+        Some(text(Outcome::ClientMatch, &expected))
+    );
     let answer = sdp_json(
         "answer",
         "v=0\r\na=candidate:2 1 udp 2 9.9.9.9 4000 typ host\r\n",
     );
     assert_eq!(
         sim.answer(&answer_body("ymbcCMto7KHNGYlp", &answer)),
-        text(r#"{"Status":"success"}"#)
+        text(Outcome::AnswerDelivered, r#"{"Status":"success"}"#)
     );
     let expected = format!(
         r#"{{"answer":{}}}"#,
         snowflake_broker::protocol::json::go_string(&answer)
     );
-    assert_eq!(sim.client_reply(c), Some(&text(&expected)));
+    assert_eq!(
+        sim.client_reply(c),
+        Some(text(Outcome::Answered, &expected))
+    );
     // The same answer again: the client is gone.
     assert_eq!(
         sim.answer(&answer_body("ymbcCMto7KHNGYlp", &answer)),
-        text(r#"{"Status":"client gone"}"#)
+        text(Outcome::ClientGone, r#"{"Status":"client gone"}"#)
     );
 }
 
 #[test]
 fn case_4_unrestricted_client_falls_back_to_an_open_proxy() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
     sim.client(
         &client_body(&sdp_json("offer", "x"), Some("unrestricted")),
@@ -244,7 +288,7 @@ fn case_5_timeout_counted_from_the_match_or_the_request() {
         let config = Config {
             client_timeout_ms: 5_000,
             client_timeout_from: from,
-            ..Config::default()
+            ..defaults()
         };
         let mut sim = Sim::new(config);
         let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
@@ -258,10 +302,16 @@ fn case_5_timeout_counted_from_the_match_or_the_request() {
         sim.advance(1);
         assert_eq!(
             sim.client_reply(c),
-            Some(&text(r#"{"error":"timed out waiting for answer!"}"#))
+            Some(text(
+                Outcome::TimedOut,
+                r#"{"error":"timed out waiting for answer!"}"#
+            ))
         );
         let late = sim.answer(&answer_body("p", &sdp_json("answer", "a=candidate")));
-        assert_eq!(late, text(r#"{"Status":"client gone"}"#));
+        assert_eq!(
+            late,
+            text(Outcome::ClientGone, r#"{"Status":"client gone"}"#)
+        );
     }
 }
 
@@ -270,30 +320,16 @@ fn request_mode_counts_time_spent_before_the_match() {
     let config = Config {
         client_timeout_ms: 5_000,
         client_timeout_from: TimeoutFrom::Request,
-        ..Config::default()
+        ..defaults()
     };
     let mut sim = Sim::new(config.clone());
     let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
     // The request started 2 s before it reached the matcher (e.g. a slow front).
-    let (offer, format) = handlers::client(
-        &config,
-        &client_body(&sdp_json("offer", "x"), None),
-        None,
-        sim.now - 2_000,
-    )
-    .unwrap();
-    let OfferStart::Parked {
-        ticket,
-        deadline,
-        wake,
-        ..
-    } = sim.engine.offer(sim.now, offer)
-    else {
-        panic!()
-    };
+    let started = sim.now - 2_000;
+    let (ticket, deadline) = sim
+        .client_started(&client_body(&sdp_json("offer", "x"), None), None, started)
+        .unwrap();
     assert_eq!(deadline, sim.now + 3_000);
-    sim.clients.insert(ticket, (format, None));
-    sim.deliver([wake]);
     assert!(sim.proxy_reply(p).is_some());
     sim.advance(3_000);
     assert!(sim.client_reply(ticket).is_some());
@@ -301,11 +337,11 @@ fn request_mode_counts_time_spent_before_the_match() {
 
 #[test]
 fn cases_7_8_9_legacy_client() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let legacy = sdp_json("offer", "v=0 a=candidate");
     assert_eq!(
         sim.client(legacy.as_bytes(), Some("restricted")),
-        Err(Reply::empty(503))
+        Err(Reply::empty(503).outcome(Outcome::Denied))
     );
     let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
     let c = sim.client(legacy.as_bytes(), Some("restricted")).unwrap();
@@ -316,65 +352,68 @@ fn cases_7_8_9_legacy_client() {
     );
     let answer = sdp_json("answer", "fake answer a=candidate");
     sim.answer(&answer_body("p", &answer));
-    assert_eq!(sim.client_reply(c), Some(&text(&answer)));
+    assert_eq!(sim.client_reply(c), Some(text(Outcome::Answered, &answer)));
     let p = sim.poll(&poll_body("q", "unrestricted", 0)).unwrap();
     let c = sim.client(legacy.as_bytes(), None).unwrap();
     assert!(sim.proxy_reply(p).is_some());
     sim.advance(5_000);
-    assert_eq!(sim.client_reply(c), Some(&Reply::empty(504)));
+    assert_eq!(
+        sim.client_reply(c),
+        Some(Reply::empty(504).outcome(Outcome::TimedOut))
+    );
     // R dropped the connection for a bad header; we answer 400.
     assert_eq!(
         sim.client(legacy.as_bytes(), Some("cone")),
-        Err(Reply::empty(400))
+        Err(Reply::bad_request())
     );
-    assert_eq!(sim.client(b"{test}", None), Err(Reply::empty(400)));
+    assert_eq!(sim.client(b"{test}", None), Err(Reply::bad_request()));
 }
 
 #[test]
 fn case_15_no_client_means_no_match_after_the_poll_timeout() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let p = sim.poll(&poll_body("p", "restricted", 0)).unwrap();
     sim.advance(9_999);
     assert_eq!(sim.proxy_reply(p), None);
     sim.advance(1);
-    assert_eq!(sim.proxy_reply(p), Some(&no_match()));
+    assert_eq!(sim.proxy_reply(p), Some(no_match()));
 }
 
 #[test]
 fn cases_16_to_18_and_29_to_31_bad_answers() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let sdp = sdp_json("answer", "a=candidate");
     assert_eq!(
         sim.answer(&answer_body("invalid", &sdp)),
-        text(r#"{"Status":"client gone"}"#)
+        text(Outcome::ClientGone, r#"{"Status":"client gone"}"#)
     );
-    assert_eq!(sim.answer(b""), Reply::empty(400));
-    assert_eq!(sim.answer(&vec![0u8; 100_001]), Reply::empty(400));
+    assert_eq!(sim.answer(b""), Reply::bad_request());
+    assert_eq!(sim.answer(&vec![0u8; 100_001]), Reply::bad_request());
     assert_eq!(
         sim.answer(br#"{"Version":"1.0","Answer":"test a=candidate"}"#),
-        Reply::empty(400)
+        Reply::bad_request()
     );
     assert_eq!(
         sim.answer(br#"{"Version":"1.0","Sid":"test","x":"a=candidate"}"#),
-        Reply::empty(400)
+        Reply::bad_request()
     );
     assert_eq!(
         sim.answer(br#"{"type":"offer","sdp":"a=candidate"}"#),
-        Reply::empty(400)
+        Reply::bad_request()
     );
     // No candidate anywhere in the body.
     assert_eq!(
         sim.answer(&answer_body("s", &sdp_json("answer", "v=0"))),
-        Reply::empty(400)
+        Reply::bad_request()
     );
 }
 
 #[test]
 fn answer_for_a_sid_still_polling_is_client_gone_at_once() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let p = sim.poll(&poll_body("p", "unrestricted", 0)).unwrap();
     let r = sim.answer(&answer_body("p", &sdp_json("answer", "a=candidate")));
-    assert_eq!(r, text(r#"{"Status":"client gone"}"#));
+    assert_eq!(r, text(Outcome::ClientGone, r#"{"Status":"client gone"}"#));
     // The poll is undisturbed and still matches a client.
     sim.client(&client_body(&sdp_json("offer", "x"), None), None)
         .unwrap();
@@ -383,11 +422,11 @@ fn answer_for_a_sid_still_polling_is_client_gone_at_once() {
 
 #[test]
 fn duplicate_sid_replaces_the_earlier_poll() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let first = sim.poll(&poll_body("same", "unrestricted", 0)).unwrap();
     sim.advance(5_000);
     let second = sim.poll(&poll_body("same", "unrestricted", 0)).unwrap();
-    assert_eq!(sim.proxy_reply(first), Some(&no_match()));
+    assert_eq!(sim.proxy_reply(first), Some(no_match()));
     // The first poll's old deadline must not end the second one.
     sim.advance(5_000);
     assert_eq!(sim.proxy_reply(second), None);
@@ -402,7 +441,7 @@ fn duplicate_sid_replaces_the_earlier_poll() {
     sim.answer(&answer_body("same", &sdp_json("answer", "a=candidate")));
     assert!(sim.client_reply(c).unwrap().body.contains("answer"));
     // A poll under a Sid whose client still waits would break that rendezvous.
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     sim.poll(&poll_body("busy", "unrestricted", 0)).unwrap();
     let c = sim
         .client(&client_body(&sdp_json("offer", "x"), None), None)
@@ -414,13 +453,14 @@ fn duplicate_sid_replaces_the_earlier_poll() {
 
 #[test]
 fn case_38_39_relay_patterns() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let bad = sim.poll(
         br#"{"Sid":"a","Version":"1.3","AcceptedRelayPattern":"^snowflake.torproject.net$"}"#,
     );
     assert_eq!(
         bad,
         Err(text(
+            Outcome::IncorrectRelayPattern,
             r#"{"Status":"incorrect relay pattern","Offer":"","NAT":"","NextPoll":3600000,"RelayURL":""}"#
         ))
     );
@@ -433,7 +473,7 @@ fn case_38_39_relay_patterns() {
                 "snowflake.torproject.net$",
             ),
         ),
-        ..Config::default()
+        ..defaults()
     };
     sim = Sim::new(config);
     assert!(sim.poll(br#"{"Sid":"a","Version":"1.3"}"#).is_ok());
@@ -441,7 +481,7 @@ fn case_38_39_relay_patterns() {
 
 #[test]
 fn case_47_least_loaded_proxy_first() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let tickets: Vec<(i64, Ticket)> = [4, 5, 3, 1]
         .iter()
         .enumerate()
@@ -468,7 +508,7 @@ fn case_47_least_loaded_proxy_first() {
 
 #[test]
 fn n_pools_serve_clients_in_n_order() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let open = sim.poll(&poll_body("open", "open", 0)).unwrap();
     let moderate = sim.poll(&poll_body("moderate", "moderate", 0)).unwrap();
     let strict = sim.poll(&poll_body("strict", "restricted", 0)).unwrap();
@@ -498,7 +538,7 @@ fn n_pools_serve_clients_in_n_order() {
 fn a_full_shard_answers_at_once_with_a_longer_next_poll() {
     let config = Config {
         max_parked_polls: 2,
-        ..Config::default()
+        ..defaults()
     };
     let mut sim = Sim::new(config);
     sim.poll(&poll_body("a", "restricted", 0)).unwrap();
@@ -506,7 +546,10 @@ fn a_full_shard_answers_at_once_with_a_longer_next_poll() {
     let refused = sim.poll(&poll_body("c", "restricted", 0)).unwrap_err();
     assert_eq!(
         refused,
-        text(r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":60000,"RelayURL":""}"#)
+        text(
+            Outcome::PollShed,
+            r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":60000,"RelayURL":""}"#
+        )
     );
     // Re-polling under a parked Sid is not a new poll: it takes its own place.
     assert!(sim.poll(&poll_body("a", "restricted", 0)).is_ok());
@@ -514,11 +557,12 @@ fn a_full_shard_answers_at_once_with_a_longer_next_poll() {
 
 #[test]
 fn unknown_bridge_is_an_error_in_the_body() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let body = b"1.0\n{\"offer\":\"{\\\"type\\\":\\\"offer\\\",\\\"sdp\\\":\\\"x\\\"}\",\"fingerprint\":\"2B280B23E1107BB62ABFC40DDCC8824814F80B00\"}";
     assert_eq!(
         sim.client(body, None),
         Err(text(
+            Outcome::BadOffer,
             r#"{"error":"bridge with requested fingerprint is unknown to the broker"}"#
         ))
     );
@@ -548,26 +592,26 @@ fn case_52_bridge_list_sets_the_relay_url() {
     // The list replaced the default bridge: legacy clients cannot be served.
     assert_eq!(
         sim.client(sdp_json("offer", "x").as_bytes(), None),
-        Err(Reply::empty(500))
+        Err(Reply::empty(500).outcome(Outcome::Misconfigured))
     );
 }
 
 #[test]
 fn oversized_bodies_are_refused_everywhere() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let mut big = poll_body("p", "unrestricted", 0);
     big.resize(100_001, b' ');
-    assert_eq!(sim.poll(&big), Err(Reply::empty(400)));
+    assert_eq!(sim.poll(&big), Err(Reply::bad_request()));
     big.truncate(100_000);
     assert!(sim.poll(&big).is_ok());
     let mut big = client_body(&sdp_json("offer", "x"), None);
     big.resize(100_001, b' ');
-    assert_eq!(sim.client(&big, None), Err(Reply::empty(400)));
+    assert_eq!(sim.client(&big, None), Err(Reply::bad_request()));
 }
 
 #[test]
 fn amp_outcomes_are_armored_pages() {
-    let config = Config::default();
+    let config = defaults();
     let bad = handlers::amp_client(&config, "bad", 0).unwrap_err();
     assert_eq!(bad.status, 200);
     assert_eq!(bad.content_type, Some("text/html"));
@@ -578,19 +622,29 @@ fn amp_outcomes_are_armored_pages() {
     assert!(bad
         .body
         .contains("0eyJlcnJvciI6ImNhbm5vdCBkZWNvZGU\ngVVJMIHBhdGgifQ==\n"));
+    assert_eq!(bad.outcome, Outcome::BadOffer);
     let denied = handlers::amp_reply(&OfferReply::Denied);
     assert_eq!(denied.body.len(), 1087);
+    assert_eq!(denied.outcome, Outcome::Denied);
+    assert_eq!(
+        handlers::amp_reply(&OfferReply::TimedOut).outcome,
+        Outcome::TimedOut
+    );
     // case 37: empty data is an unsupported version.
     let empty = handlers::amp_client(&config, "0/", 0).unwrap_err();
     assert_eq!(
         empty.body,
-        handlers::amp_page(r#"{"error":"unsupported message version"}"#).body
+        handlers::amp_page(
+            r#"{"error":"unsupported message version"}"#,
+            Outcome::BadOffer
+        )
+        .body
     );
 }
 
 #[test]
 fn answers_reach_exactly_their_own_client() {
-    let mut sim = Sim::new(Config::default());
+    let mut sim = Sim::new(defaults());
     let mut polls = Vec::new();
     for i in 0..20 {
         let sid = format!("p{i}");

@@ -6,8 +6,8 @@
 use proptest::prelude::*;
 use snowflake_broker::config::TimeoutFrom;
 use snowflake_broker::matcher::{
-    AnswerResult, ClientOutcome, Engine, Offer, OfferStart, Poll, PollStart, ProxyOutcome,
-    Settings, Ticket, Wake,
+    AnswerReply, Engine, Offer, OfferReply, OfferStart, Poll, PollReply, PollStart, Settings,
+    Ticket, Wake,
 };
 use snowflake_broker::protocol::nat::Nat;
 use snowflake_broker::protocol::proxy::ProxyType;
@@ -56,8 +56,8 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
 #[derive(Default)]
 struct Ledger {
     /// Every parked ticket, with its outcome once it has one.
-    proxies: HashMap<Ticket, Option<ProxyOutcome>>,
-    clients: HashMap<Ticket, Option<ClientOutcome>>,
+    proxies: HashMap<Ticket, Option<PollReply>>,
+    clients: HashMap<Ticket, Option<OfferReply>>,
     deadlines: HashMap<Ticket, u64>,
     /// The Sid each parked poll was made under.
     sid_of: HashMap<Ticket, String>,
@@ -71,9 +71,7 @@ impl Ledger {
     /// Records an outcome; `expired_at` is set for outcomes of `expire`,
     /// which must never end a request before its deadline.
     fn record(&mut self, wake: Wake, expired_at: Option<u64>) -> Result<(), TestCaseError> {
-        let ticket = match &wake {
-            Wake::Proxy(t, _) | Wake::Client(t, _) => *t,
-        };
+        let ticket = wake.ticket();
         if let Some(now) = expired_at {
             prop_assert!(
                 self.deadlines[&ticket] <= now,
@@ -82,7 +80,7 @@ impl Ledger {
             );
         }
         match wake {
-            Wake::Proxy(t, o) => {
+            Wake::Poll(t, o) => {
                 let slot = self
                     .proxies
                     .get_mut(&t)
@@ -90,7 +88,7 @@ impl Ledger {
                 prop_assert!(slot.is_none(), "proxy {} woken twice", t);
                 *slot = Some(o);
             }
-            Wake::Client(t, o) => {
+            Wake::Offer(t, o) => {
                 let slot = self
                     .clients
                     .get_mut(&t)
@@ -135,14 +133,15 @@ proptest! {
                 }
                 Event::Offer { nat: n } => {
                     ledger.offers += 1;
-                    let could = engine.can_serve(nat(n));
+                    let sizes = engine.pool_sizes();
+                    let could = nat(n).client_pools().iter().any(|p| sizes[p.index()] > 0);
                     let offer = Offer { offer: format!("offer-{}", ledger.offers), nat: nat(n), relay_url: "wss://r/".into(), started_at: now };
                     match engine.offer(now, offer) {
                         OfferStart::Parked { ticket, deadline, wake, .. } => {
                             prop_assert!(could);
                             ledger.clients.insert(ticket, None);
                             ledger.deadlines.insert(ticket, deadline);
-                            let Wake::Proxy(proxy, ProxyOutcome::Matched(a)) = &wake else {
+                            let Wake::Poll(proxy, PollReply::Matched(a)) = &wake else {
                                 return Err(TestCaseError::fail("offer woke something other than a proxy match"));
                             };
                             prop_assert_eq!(&a.offer, &format!("offer-{}", ledger.offers));
@@ -156,15 +155,15 @@ proptest! {
                 Event::Answer { sid } => {
                     let (result, wake) = engine.answer(&format!("s{sid}"), format!("answer-{sid}"));
                     match (result, wake) {
-                        (AnswerResult::Delivered, Some(w)) => {
-                            let Wake::Client(c, ClientOutcome::Answer(ref a)) = w else {
+                        (AnswerReply::Delivered, Some(w)) => {
+                            let Wake::Offer(c, OfferReply::Answer(ref a)) = w else {
                                 return Err(TestCaseError::fail("answer woke something other than a client"));
                             };
                             prop_assert_eq!(a, &format!("answer-{sid}"));
                             prop_assert_eq!(ledger.serving.get(&format!("s{sid}")), Some(&c), "answer went to another client");
                             ledger.record(w, None)?;
                         }
-                        (AnswerResult::ClientGone, None) => {}
+                        (AnswerReply::ClientGone, None) => {}
                         other => return Err(TestCaseError::fail(format!("inconsistent answer {other:?}"))),
                     }
                 }
@@ -182,8 +181,8 @@ proptest! {
                         engine.cancel(t);
                         ledger.cancelled.push(t);
                         // A cancelled request is done; mark it so it is not expected again.
-                        if let Some(slot) = ledger.proxies.get_mut(&t) { *slot = Some(ProxyOutcome::NoMatch); }
-                        if let Some(slot) = ledger.clients.get_mut(&t) { *slot = Some(ClientOutcome::TimedOut); }
+                        if let Some(slot) = ledger.proxies.get_mut(&t) { *slot = Some(PollReply::NoMatch); }
+                        if let Some(slot) = ledger.clients.get_mut(&t) { *slot = Some(OfferReply::TimedOut); }
                     }
                 }
             }

@@ -186,7 +186,7 @@ fn denied_client_then_reset() {
         Rendezvous::Http,
         Nat::Unknown,
         cc("CA"),
-        ClientOutcome::Denied,
+        ClientStatus::Denied,
     );
     assert_eq!(
         client_lines(&descriptor(&m)),
@@ -224,11 +224,11 @@ client-sqs-ips \n"
 #[test]
 fn client_outcomes_per_rendezvous_method() {
     let cases = [
-        (Rendezvous::Http, Nat::Unknown, ClientOutcome::Matched, "client-denied-count 0\nclient-restricted-denied-count 0\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 0\nclient-snowflake-match-count 8\nclient-snowflake-timeout-count 0\nclient-http-count 8\nclient-http-ips ??=8\nclient-ampcache-count 0\nclient-ampcache-ips \nclient-sqs-count 0\nclient-sqs-ips \n"),
-        (Rendezvous::Http, Nat::Restricted, ClientOutcome::Denied, "client-denied-count 8\nclient-restricted-denied-count 8\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 0\nclient-snowflake-match-count 0\nclient-snowflake-timeout-count 0\nclient-http-count 8\nclient-http-ips ??=8\nclient-ampcache-count 0\nclient-ampcache-ips \nclient-sqs-count 0\nclient-sqs-ips \n"),
-        (Rendezvous::Ampcache, Nat::Unknown, ClientOutcome::Denied, "client-denied-count 8\nclient-restricted-denied-count 0\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 8\nclient-snowflake-match-count 0\nclient-snowflake-timeout-count 0\nclient-http-count 0\nclient-http-ips \nclient-ampcache-count 8\nclient-ampcache-ips ??=8\nclient-sqs-count 0\nclient-sqs-ips \n"),
-        (Rendezvous::Ampcache, Nat::Unknown, ClientOutcome::Matched, "client-denied-count 0\nclient-restricted-denied-count 0\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 0\nclient-snowflake-match-count 8\nclient-snowflake-timeout-count 0\nclient-http-count 0\nclient-http-ips \nclient-ampcache-count 8\nclient-ampcache-ips ??=8\nclient-sqs-count 0\nclient-sqs-ips \n"),
-        (Rendezvous::Http, Nat::Open, ClientOutcome::TimedOut, "client-denied-count 0\nclient-restricted-denied-count 0\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 0\nclient-snowflake-match-count 0\nclient-snowflake-timeout-count 8\nclient-http-count 8\nclient-http-ips ??=8\nclient-ampcache-count 0\nclient-ampcache-ips \nclient-sqs-count 0\nclient-sqs-ips \n"),
+        (Rendezvous::Http, Nat::Unknown, ClientStatus::Matched, "client-denied-count 0\nclient-restricted-denied-count 0\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 0\nclient-snowflake-match-count 8\nclient-snowflake-timeout-count 0\nclient-http-count 8\nclient-http-ips ??=8\nclient-ampcache-count 0\nclient-ampcache-ips \nclient-sqs-count 0\nclient-sqs-ips \n"),
+        (Rendezvous::Http, Nat::Restricted, ClientStatus::Denied, "client-denied-count 8\nclient-restricted-denied-count 8\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 0\nclient-snowflake-match-count 0\nclient-snowflake-timeout-count 0\nclient-http-count 8\nclient-http-ips ??=8\nclient-ampcache-count 0\nclient-ampcache-ips \nclient-sqs-count 0\nclient-sqs-ips \n"),
+        (Rendezvous::Ampcache, Nat::Unknown, ClientStatus::Denied, "client-denied-count 8\nclient-restricted-denied-count 0\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 8\nclient-snowflake-match-count 0\nclient-snowflake-timeout-count 0\nclient-http-count 0\nclient-http-ips \nclient-ampcache-count 8\nclient-ampcache-ips ??=8\nclient-sqs-count 0\nclient-sqs-ips \n"),
+        (Rendezvous::Ampcache, Nat::Unknown, ClientStatus::Matched, "client-denied-count 0\nclient-restricted-denied-count 0\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 0\nclient-snowflake-match-count 8\nclient-snowflake-timeout-count 0\nclient-http-count 0\nclient-http-ips \nclient-ampcache-count 8\nclient-ampcache-ips ??=8\nclient-sqs-count 0\nclient-sqs-ips \n"),
+        (Rendezvous::Http, Nat::Open, ClientStatus::TimedOut, "client-denied-count 0\nclient-restricted-denied-count 0\nclient-unrestricted-denied-count 0\nclient-nat-strict-denied-count 0\nclient-nat-moderate-denied-count 0\nclient-nat-open-denied-count 0\nclient-nat-unknown-denied-count 0\nclient-snowflake-match-count 0\nclient-snowflake-timeout-count 8\nclient-http-count 8\nclient-http-ips ??=8\nclient-ampcache-count 0\nclient-ampcache-ips \nclient-sqs-count 0\nclient-sqs-ips \n"),
     ];
     for (method, nat, outcome, want) in cases {
         let mut m = BrokerMetrics::default();
@@ -250,7 +250,7 @@ fn denials_are_binned_to_multiples_of_eight() {
             Rendezvous::Http,
             Nat::Restricted,
             cc("CA"),
-            ClientOutcome::Denied,
+            ClientStatus::Denied,
         );
     }
     let block = descriptor(&m);
@@ -260,7 +260,7 @@ fn denials_are_binned_to_multiples_of_eight() {
         Rendezvous::Http,
         Nat::Restricted,
         cc("CA"),
-        ClientOutcome::Denied,
+        ClientStatus::Denied,
     );
     let block = descriptor(&m);
     assert!(block.contains("\nclient-denied-count 16\nclient-restricted-denied-count 16\n"));
@@ -353,13 +353,13 @@ fn denied_clients_by_nat_category() {
             Rendezvous::Http,
             nat,
             Country::UNKNOWN,
-            ClientOutcome::Denied,
+            ClientStatus::Denied,
         );
         all.client(
             Rendezvous::Http,
             nat,
             Country::UNKNOWN,
-            ClientOutcome::Denied,
+            ClientStatus::Denied,
         );
         let block = descriptor(&m);
         for (_, other) in line_for {
@@ -428,14 +428,14 @@ fn proxy_country_list_is_unbinned_and_client_lists_binned() {
             Rendezvous::Ampcache,
             Nat::Unknown,
             cc("IR"),
-            ClientOutcome::Matched,
+            ClientStatus::Matched,
         );
     }
     m.client(
         Rendezvous::Ampcache,
         Nat::Unknown,
         cc("RU"),
-        ClientOutcome::Matched,
+        ClientStatus::Matched,
     );
     let block = descriptor(&m);
     assert!(block.contains("\nsnowflake-ips US=3,??=1,DE=1\n"));
@@ -473,7 +473,7 @@ enum Event {
     Idle(Nat, ProxyType),
     Matched(Nat, ProxyType),
     Answer(AnswerStatus, Option<ProxyType>),
-    Client(Rendezvous, Nat, String, ClientOutcome),
+    Client(Rendezvous, Nat, String, ClientStatus),
 }
 
 fn apply(m: &mut BrokerMetrics, e: &Event) {
@@ -546,9 +546,9 @@ fn stream(len: usize, seed: u64) -> Vec<Event> {
                 _ => {
                     let method = Rendezvous::ALL[next(2)];
                     let outcome = [
-                        ClientOutcome::Denied,
-                        ClientOutcome::Matched,
-                        ClientOutcome::TimedOut,
+                        ClientStatus::Denied,
+                        ClientStatus::Matched,
+                        ClientStatus::TimedOut,
                     ][next(3)];
                     Event::Client(method, nat, country, outcome)
                 }
@@ -657,7 +657,7 @@ fn serialized_forms_are_stable_json() {
         Rendezvous::Http,
         Nat::Unknown,
         cc("CA"),
-        ClientOutcome::Denied,
+        ClientStatus::Denied,
     );
     m.proxy_answer(AnswerStatus::Timeout, None);
     let json = serde_json::to_value(&m).unwrap();
@@ -734,9 +734,9 @@ fn arb_event() -> impl Strategy<Value = Event> {
         }),
         (0usize..3, nat, country, 0usize..3).prop_map(|(r, n, c, o)| {
             let outcome = [
-                ClientOutcome::Denied,
-                ClientOutcome::Matched,
-                ClientOutcome::TimedOut,
+                ClientStatus::Denied,
+                ClientStatus::Matched,
+                ClientStatus::TimedOut,
             ][o];
             Event::Client(Rendezvous::ALL[r], n, c, outcome)
         }),
@@ -807,14 +807,14 @@ fn small_registry() -> BrokerMetrics {
         Rendezvous::Http,
         Nat::Unknown,
         Country::UNKNOWN,
-        ClientOutcome::Matched,
+        ClientStatus::Matched,
     );
     for _ in 0..9 {
         m.client(
             Rendezvous::Ampcache,
             Nat::Restricted,
             cc("CA"),
-            ClientOutcome::Denied,
+            ClientStatus::Denied,
         );
     }
     m

@@ -4,9 +4,12 @@
 //! a snapshot restores the counts after a restart.
 
 use snowflake_broker::config::TimeoutFrom;
+use snowflake_broker::matcher::api::{
+    AnswerReply, AnswerRequest, OfferRequest, PollRequest, ProxySeen,
+};
 use snowflake_broker::matcher::shard::Shard;
-use snowflake_broker::matcher::shard_api::{OfferRequest, PollRequest, ProxySeen};
-use snowflake_broker::matcher::{Offer, Poll, PollStart, Settings};
+use snowflake_broker::matcher::shard::Started;
+use snowflake_broker::matcher::{merge, Offer, Poll, Settings};
 use snowflake_broker::metrics::Rendezvous;
 use snowflake_broker::protocol::nat::Nat;
 use snowflake_broker::protocol::proxy::ProxyType;
@@ -53,11 +56,18 @@ fn offer(nat: Nat, cc: Option<&str>, method: Rendezvous, now_ms: u64) -> OfferRe
     }
 }
 
+fn answer(sid: &str) -> AnswerRequest {
+    AnswerRequest {
+        sid: sid.into(),
+        answer: "answer".into(),
+    }
+}
+
 /// Closes the period and returns its block.
 fn flush(shard: &mut Shard) -> String {
-    let mut blocks = shard.close_periods(shard.period_end(), || [9; 16]);
+    let blocks = shard.close_periods(shard.period_end(), || [9; 16]);
     assert_eq!(blocks.len(), 1);
-    blocks.pop().unwrap().1
+    merge::metrics_text([blocks])
 }
 
 /// The value of the descriptor line `name` (what follows `name `).
@@ -85,8 +95,9 @@ fn case_40_proxy_ips_by_type_and_idle_polls() {
             s.poll(
                 now,
                 poll(&format!("s{i}"), Nat::Unknown, *kind, "129.97.208.23", "CA")
-            ),
-            PollStart::Parked { .. }
+            )
+            .start,
+            Started::Parked { .. }
         ));
     }
     s.expire(now + 10_000);
@@ -117,7 +128,7 @@ fn case_40_proxy_ips_by_type_and_idle_polls() {
 fn cases_41_42_denials_binning_and_reset() {
     let mut s = shard();
     let now = START * 1000;
-    s.offer(now, offer(Nat::Unknown, None, Rendezvous::Http, now));
+    let _ = s.offer(now, offer(Nat::Unknown, None, Rendezvous::Http, now));
     let block = flush(&mut s);
     assert_eq!(field(&block, "client-denied-count"), "8");
     assert_eq!(field(&block, "client-nat-unknown-denied-count"), "8");
@@ -127,7 +138,7 @@ fn cases_41_42_denials_binning_and_reset() {
     assert_eq!(field(&next, "snowflake-ips"), "");
     assert_eq!(field(&next, "client-denied-count"), "0");
     for _ in 0..9 {
-        s.offer(
+        let _ = s.offer(
             now,
             offer(Nat::Restricted, Some("IR"), Rendezvous::Http, now),
         );
@@ -142,11 +153,11 @@ fn cases_41_42_denials_binning_and_reset() {
 fn cases_43_44_unique_ips_and_nat_per_ip() {
     let mut s = shard();
     let now = START * 1000;
-    s.poll(
+    let _ = s.poll(
         now,
         poll("a", Nat::Unknown, ProxyType::Unknown, "129.97.208.23", "CA"),
     );
-    s.poll(
+    let _ = s.poll(
         now,
         poll("b", Nat::Unknown, ProxyType::Unknown, "129.97.208.23", "CA"),
     );
@@ -154,7 +165,7 @@ fn cases_43_44_unique_ips_and_nat_per_ip() {
     assert_eq!(field(&block, "snowflake-ips"), "CA=1");
     assert_eq!(field(&block, "snowflake-ips-total"), "1");
     let mut s = shard();
-    s.poll(
+    let _ = s.poll(
         now,
         poll(
             "a",
@@ -164,7 +175,7 @@ fn cases_43_44_unique_ips_and_nat_per_ip() {
             "CA",
         ),
     );
-    s.poll(
+    let _ = s.poll(
         now,
         poll(
             "b",
@@ -183,7 +194,7 @@ fn case_45_client_nat_categories() {
     for (nat, restricted, unrestricted) in [(Nat::Restricted, 8, 0), (Nat::Unrestricted, 0, 8)] {
         let mut s = shard();
         let now = START * 1000;
-        s.offer(now, offer(nat, None, Rendezvous::Http, now));
+        let _ = s.offer(now, offer(nat, None, Rendezvous::Http, now));
         let block = flush(&mut s);
         assert_eq!(
             field(&block, "client-restricted-denied-count"),
@@ -200,7 +211,7 @@ fn case_45_client_nat_categories() {
 fn matches_timeouts_answers_and_amp_are_counted_once() {
     let mut s = shard();
     let now = START * 1000;
-    s.poll(
+    let _ = s.poll(
         now,
         poll(
             "p1",
@@ -210,7 +221,7 @@ fn matches_timeouts_answers_and_amp_are_counted_once() {
             "CA",
         ),
     );
-    s.poll(
+    let _ = s.poll(
         now,
         poll(
             "p2",
@@ -220,14 +231,15 @@ fn matches_timeouts_answers_and_amp_are_counted_once() {
             "CA",
         ),
     );
-    s.offer(now, offer(Nat::Unknown, Some("RU"), Rendezvous::Http, now));
-    s.offer(
+    let _ = s.offer(now, offer(Nat::Unknown, Some("RU"), Rendezvous::Http, now));
+    let _ = s.offer(
         now,
         offer(Nat::Unknown, Some("IR"), Rendezvous::Ampcache, now),
     );
-    let (_, wake) = s.answer("p1", "answer".into());
-    assert!(wake.is_some());
-    s.answer("nobody", "answer".into());
+    let (reply, wakes) = s.answer(answer("p1"));
+    assert_eq!((reply, wakes.len()), (AnswerReply::Delivered, 1));
+    let (reply, wakes) = s.answer(answer("nobody"));
+    assert_eq!((reply, wakes.len()), (AnswerReply::ClientGone, 0));
     s.expire(now + 60_000);
     let block = flush(&mut s);
     assert_eq!(field(&block, "client-snowflake-match-count"), "8");
@@ -254,7 +266,7 @@ fn matches_timeouts_answers_and_amp_are_counted_once() {
 fn a_restart_mid_period_continues_the_counts() {
     let mut s = shard();
     let now = START * 1000;
-    s.poll(
+    let _ = s.poll(
         now,
         poll(
             "a",
@@ -264,7 +276,7 @@ fn a_restart_mid_period_continues_the_counts() {
             "CA",
         ),
     );
-    s.offer(
+    let _ = s.offer(
         now,
         offer(Nat::Restricted, Some("IR"), Rendezvous::Http, now),
     );
@@ -274,7 +286,7 @@ fn a_restart_mid_period_continues_the_counts() {
     let mut restarted = Shard::new(shard().engine().settings(), PERIOD, START + 3_600, [1; 16]);
     restarted.restore(&serde_json::from_str(&saved).unwrap());
     // The same proxy polls again: still one unique IP, because the key is restored.
-    restarted.poll(
+    let _ = restarted.poll(
         now + 3_600_000,
         poll(
             "a",
@@ -284,7 +296,7 @@ fn a_restart_mid_period_continues_the_counts() {
             "CA",
         ),
     );
-    restarted.offer(
+    let _ = restarted.offer(
         now,
         offer(Nat::Restricted, Some("IR"), Rendezvous::Http, now),
     );
@@ -304,6 +316,6 @@ fn periods_missed_while_down_are_published_empty() {
     let mut s = shard();
     let blocks = s.close_periods(START + 3 * PERIOD + 5, || [3; 16]);
     assert_eq!(blocks.len(), 3);
-    assert_eq!(blocks[2].0, START + 3 * PERIOD);
+    assert_eq!(blocks[2].end, START + 3 * PERIOD);
     assert_eq!(s.period_end(), START + 4 * PERIOD);
 }

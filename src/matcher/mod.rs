@@ -15,8 +15,12 @@ use crate::protocol::proxy::ProxyType;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
+pub mod api;
+pub mod merge;
 pub mod shard;
-pub mod shard_api;
+pub mod waiters;
+
+pub use api::{AnswerReply, OfferReply, PollReply};
 
 /// Names one parked request. Tickets increase, so among proxies of equal
 /// load the one that has waited longest is matched first.
@@ -60,23 +64,20 @@ pub struct Assignment {
     pub relay_url: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ProxyOutcome {
-    Matched(Assignment),
-    NoMatch,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientOutcome {
-    Answer(String),
-    TimedOut,
-}
-
-/// An outcome for a parked request, to be delivered by the caller.
+/// The reply for a parked request, decided now, to be delivered by the
+/// caller to whatever waits on the ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wake {
-    Proxy(Ticket, ProxyOutcome),
-    Client(Ticket, ClientOutcome),
+    Poll(Ticket, PollReply),
+    Offer(Ticket, OfferReply),
+}
+
+impl Wake {
+    pub fn ticket(&self) -> Ticket {
+        match self {
+            Wake::Poll(t, _) | Wake::Offer(t, _) => *t,
+        }
+    }
 }
 
 /// How a proxy poll starts.
@@ -110,12 +111,6 @@ pub enum OfferStart {
     Denied,
     /// The client's own deadline passed before a proxy could be given the offer.
     Expired,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AnswerResult {
-    Delivered,
-    ClientGone,
 }
 
 #[derive(Debug, Clone)]
@@ -214,7 +209,7 @@ impl Engine {
         // A second live poll with the same Sid ends the first one.
         let replaced = earlier.and_then(|old| {
             self.remove_proxy(old)
-                .map(|_| Wake::Proxy(old, ProxyOutcome::NoMatch))
+                .map(|_| Wake::Poll(old, PollReply::NoMatch))
         });
         let ticket = self.ticket();
         let deadline = now.saturating_add(self.settings.proxy_poll_timeout_ms);
@@ -258,11 +253,13 @@ impl Engine {
         Some(proxy)
     }
 
-    /// Whether some parked proxy could serve a client with this NAT.
-    pub fn can_serve(&self, nat: Nat) -> bool {
-        nat.client_pools()
-            .iter()
-            .any(|pool| self.pools.get(pool.index()).is_some_and(|s| !s.is_empty()))
+    /// How many polls are parked in each pool (indexed by `Pool::index`).
+    pub fn pool_sizes(&self) -> [usize; 3] {
+        let mut sizes = [0; 3];
+        for (size, pool) in sizes.iter_mut().zip(&self.pools) {
+            *size = pool.len();
+        }
+        sizes
     }
 
     /// Hands a client's offer to the least-loaded proxy it may use.
@@ -308,9 +305,9 @@ impl Engine {
             ticket,
             deadline,
             proxy_type,
-            wake: Wake::Proxy(
+            wake: Wake::Poll(
                 proxy_ticket,
-                ProxyOutcome::Matched(Assignment {
+                PollReply::Matched(Assignment {
                     offer: offer.offer,
                     client_nat: offer.nat,
                     relay_url: offer.relay_url,
@@ -322,21 +319,21 @@ impl Engine {
     /// Delivers a proxy's answer to exactly the client whose offer it got.
     /// Any Sid without a waiting client (never seen, still polling, timed
     /// out, already answered) is `client gone` at once.
-    pub fn answer(&mut self, sid: &str, answer: String) -> (AnswerResult, Option<Wake>) {
+    pub fn answer(&mut self, sid: &str, answer: String) -> (AnswerReply, Option<Wake>) {
         let client = match self.sessions.get(sid).map(|s| s.state) {
             Some(SessionState::Answering(client)) => client,
-            _ => return (AnswerResult::ClientGone, None),
+            _ => return (AnswerReply::ClientGone, None),
         };
         self.sessions.remove(sid);
         match self.clients.remove(&client) {
             Some(waiting) => {
                 self.deadlines.remove(&(waiting.deadline, client));
                 (
-                    AnswerResult::Delivered,
-                    Some(Wake::Client(client, ClientOutcome::Answer(answer))),
+                    AnswerReply::Delivered,
+                    Some(Wake::Offer(client, OfferReply::Answer(answer))),
                 )
             }
-            None => (AnswerResult::ClientGone, None),
+            None => (AnswerReply::ClientGone, None),
         }
     }
 
@@ -355,22 +352,22 @@ impl Engine {
         wakes
     }
 
-    /// Forgets a parked request whose caller went away; its proxy or client
-    /// counterpart is treated as if it had timed out.
-    pub fn cancel(&mut self, ticket: Ticket) {
-        let _ = self.end(ticket);
+    /// Forgets a parked request whose caller went away, as if it had timed
+    /// out; returns the reply it would have had, for the metrics.
+    pub fn cancel(&mut self, ticket: Ticket) -> Option<Wake> {
+        self.end(ticket)
     }
 
     /// Ends one parked request as timed out, whatever it is.
     fn end(&mut self, ticket: Ticket) -> Option<Wake> {
         if let Some(proxy) = self.remove_proxy(ticket) {
             self.forget_session(&proxy.sid, SessionState::Polling(ticket));
-            return Some(Wake::Proxy(ticket, ProxyOutcome::NoMatch));
+            return Some(Wake::Poll(ticket, PollReply::NoMatch));
         }
         if let Some(client) = self.clients.remove(&ticket) {
             self.deadlines.remove(&(client.deadline, ticket));
             self.forget_session(&client.sid, SessionState::Answering(ticket));
-            return Some(Wake::Client(ticket, ClientOutcome::TimedOut));
+            return Some(Wake::Offer(ticket, OfferReply::TimedOut));
         }
         None
     }

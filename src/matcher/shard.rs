@@ -5,18 +5,42 @@
 //! and storage. Metrics are per shard and mergeable, so the published text
 //! does not depend on how many shards there are (design.md §4).
 
-use super::shard_api::{OfferRequest, PollRequest};
-use super::{
-    AnswerResult, ClientOutcome as Ended, Engine, Millis, OfferStart, PollStart, ProxyOutcome,
-    Settings, Ticket, Wake,
+use super::api::{
+    AnswerReply, AnswerRequest, ClosedPeriod, Done, LiveMetrics, OfferReply, OfferRequest,
+    PollReply, PollRequest, RejectedPoll,
 };
-use crate::metrics::{
-    AnswerStatus, BrokerMetrics, ClientOutcome, Country, IpHasher, PeriodStats, Rendezvous,
-};
+use super::{Census, Engine, Millis, OfferStart, PollStart, Settings, Ticket, Wake};
+use crate::metrics::{AnswerStatus, BrokerMetrics, ClientStatus, Country, IpHasher, Rendezvous};
 use crate::protocol::nat::Nat;
 use crate::protocol::proxy::ProxyType;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// How a call starts: answered at once, or parked under a ticket until a
+/// wake for it or its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started<R> {
+    Now(R),
+    Parked { ticket: Ticket, deadline: Millis },
+}
+
+/// What one call did: how it starts, and the replies now due to other
+/// parked requests (deliver them after parking this one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Step<R> {
+    pub start: Started<R>,
+    pub wakes: Vec<Wake>,
+}
+
+impl<R> Step<R> {
+    fn now(reply: R) -> Step<R> {
+        Step {
+            start: Started::Now(reply),
+            wakes: Vec::new(),
+        }
+    }
+}
 
 /// What the metrics need to know about a parked request.
 #[derive(Debug, Clone, Copy)]
@@ -83,12 +107,21 @@ impl Shard {
     }
 
     /// A decoded poll refused for its relay pattern (it never parks).
-    pub fn rejected_poll(&mut self, nat: Nat, kind: ProxyType, with_relay_pattern: bool) {
-        self.metrics.proxy_poll(nat, kind, with_relay_pattern);
-        self.metrics.proxy_rejected_relay_pattern(nat, kind);
+    pub fn rejected_poll(&mut self, call: RejectedPoll) -> Done {
+        let RejectedPoll {
+            nat,
+            proxy_type,
+            with_relay_pattern,
+        } = call;
+        self.metrics.proxy_poll(nat, proxy_type, with_relay_pattern);
+        self.metrics.proxy_rejected_relay_pattern(nat, proxy_type);
+        Done
     }
 
-    pub fn poll(&mut self, now: Millis, request: PollRequest) -> PollStart {
+    /// A proxy poll: refused at once, or parked until a client's offer or
+    /// its deadline. `wakes` are replies now due to other parked requests
+    /// (an earlier poll under the same Sid).
+    pub fn poll(&mut self, now: Millis, request: PollRequest) -> Step<PollReply> {
         let PollRequest { poll, seen } = request;
         let (nat, kind) = (poll.nat, poll.proxy_type);
         self.metrics.proxy_poll(nat, kind, seen.with_relay_pattern);
@@ -97,23 +130,33 @@ impl Shard {
             self.metrics
                 .proxy_accepted(key, Country::new(seen.country.as_deref()), nat, kind);
         }
-        let start = self.engine.poll(now, poll);
-        match &start {
+        match self.engine.poll(now, poll) {
             PollStart::Parked {
-                ticket, replaced, ..
+                ticket,
+                deadline,
+                replaced,
             } => {
-                self.labels.insert(*ticket, Labels::Proxy { nat, kind });
+                self.labels.insert(ticket, Labels::Proxy { nat, kind });
                 self.metrics.proxy_parked(nat, kind);
-                if let Some(wake) = replaced {
+                let wakes: Vec<Wake> = replaced.into_iter().collect();
+                for wake in &wakes {
                     self.count(wake);
                 }
+                Step {
+                    start: Started::Parked { ticket, deadline },
+                    wakes,
+                }
             }
-            PollStart::Full | PollStart::SidBusy => self.metrics.proxy_idle(nat, kind),
+            PollStart::Full | PollStart::SidBusy => {
+                self.metrics.proxy_idle(nat, kind);
+                Step::now(PollReply::Refused)
+            }
         }
-        start
     }
 
-    pub fn offer(&mut self, now: Millis, request: OfferRequest) -> OfferStart {
+    /// A client offer: denied at once, or handed to a proxy (the wake) and
+    /// parked until that proxy's answer or the client's deadline.
+    pub fn offer(&mut self, now: Millis, request: OfferRequest) -> Step<OfferReply> {
         let OfferRequest {
             offer,
             method,
@@ -121,55 +164,59 @@ impl Shard {
         } = request;
         let nat = offer.nat;
         let country = Country::new(country.as_deref());
-        let start = self.engine.offer(now, offer);
-        match &start {
+        match self.engine.offer(now, offer) {
             OfferStart::Parked {
                 ticket,
+                deadline,
                 wake,
                 proxy_type,
-                ..
             } => {
                 self.labels.insert(
-                    *ticket,
+                    ticket,
                     Labels::Client {
                         nat,
                         country,
                         method,
-                        proxy_kind: *proxy_type,
+                        proxy_kind: proxy_type,
                     },
                 );
-                self.count(wake);
+                self.count(&wake);
+                Step {
+                    start: Started::Parked { ticket, deadline },
+                    wakes: vec![wake],
+                }
             }
-            OfferStart::Denied => self
-                .metrics
-                .client(method, nat, country, ClientOutcome::Denied),
+            OfferStart::Denied => {
+                self.metrics
+                    .client(method, nat, country, ClientStatus::Denied);
+                Step::now(OfferReply::Denied)
+            }
             OfferStart::Expired => {
                 self.metrics
-                    .client(method, nat, country, ClientOutcome::TimedOut)
+                    .client(method, nat, country, ClientStatus::TimedOut);
+                Step::now(OfferReply::TimedOut)
             }
         }
-        start
     }
 
-    pub fn answer(&mut self, sid: &str, answer: String) -> (AnswerResult, Option<Wake>) {
-        let (result, wake) = self.engine.answer(sid, answer);
+    /// A proxy's answer: delivered to its client (the wake) or `client gone`.
+    pub fn answer(&mut self, request: AnswerRequest) -> (AnswerReply, Vec<Wake>) {
+        let (reply, wake) = self.engine.answer(&request.sid, request.answer);
         match &wake {
             Some(w) => {
-                let kind = match w {
-                    Wake::Client(t, _) => match self.labels.get(t) {
-                        Some(Labels::Client { proxy_kind, .. }) => Some(*proxy_kind),
-                        _ => None,
-                    },
-                    Wake::Proxy(..) => None,
+                let kind = match self.labels.get(&w.ticket()) {
+                    Some(Labels::Client { proxy_kind, .. }) => Some(*proxy_kind),
+                    _ => None,
                 };
                 self.metrics.proxy_answer(AnswerStatus::Success, kind);
                 self.count(w);
             }
             None => self.metrics.proxy_answer(AnswerStatus::Timeout, None),
         }
-        (result, wake)
+        (reply, wake.into_iter().collect())
     }
 
+    /// Ends every parked request whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Millis) -> Vec<Wake> {
         let wakes = self.engine.expire(now);
         for wake in &wakes {
@@ -178,26 +225,42 @@ impl Shard {
         wakes
     }
 
-    /// The caller of a parked request went away: nothing was answered, so
-    /// only the gauge of waiting proxies changes.
+    /// The caller of a parked request went away. A poll that left was never
+    /// answered, so only the gauge of waiting proxies changes; a client that
+    /// left before its answer is counted as timed out (it got none), and its
+    /// proxy is free to poll again under its Sid.
     pub fn cancel(&mut self, ticket: Ticket) {
-        self.engine.cancel(ticket);
-        if let Some(Labels::Proxy { nat, kind }) = self.labels.remove(&ticket) {
-            self.metrics.proxy_unparked(nat, kind);
+        match self.engine.cancel(ticket) {
+            Some(wake @ Wake::Offer(..)) => self.count(&wake),
+            Some(Wake::Poll(..)) | None => {
+                if let Some(Labels::Proxy { nat, kind }) = self.labels.remove(&ticket) {
+                    self.metrics.proxy_unparked(nat, kind);
+                }
+            }
+        }
+    }
+
+    /// The sessions this shard knows, for `/debug`.
+    pub fn census(&self) -> Census {
+        self.engine.census()
+    }
+
+    /// The lifetime counters and gauges, as numbers.
+    pub fn live_metrics(&self) -> LiveMetrics {
+        LiveMetrics {
+            lifetime: self.metrics.lifetime.clone(),
+            available: self.metrics.available.clone(),
         }
     }
 
     /// Counts one outcome and forgets the request's labels.
     fn count(&mut self, wake: &Wake) {
-        let ticket = match wake {
-            Wake::Proxy(t, _) | Wake::Client(t, _) => *t,
-        };
-        match (self.labels.remove(&ticket), wake) {
-            (Some(Labels::Proxy { nat, kind }), Wake::Proxy(_, outcome)) => {
+        match (self.labels.remove(&wake.ticket()), wake) {
+            (Some(Labels::Proxy { nat, kind }), Wake::Poll(_, reply)) => {
                 self.metrics.proxy_unparked(nat, kind);
-                match outcome {
-                    ProxyOutcome::Matched(_) => self.metrics.proxy_matched(nat, kind),
-                    ProxyOutcome::NoMatch => self.metrics.proxy_idle(nat, kind),
+                match reply {
+                    PollReply::Matched(_) => self.metrics.proxy_matched(nat, kind),
+                    PollReply::NoMatch | PollReply::Refused => self.metrics.proxy_idle(nat, kind),
                 }
             }
             (
@@ -207,13 +270,14 @@ impl Shard {
                     method,
                     ..
                 }),
-                Wake::Client(_, outcome),
+                Wake::Offer(_, reply),
             ) => {
-                let outcome = match outcome {
-                    Ended::Answer(_) => ClientOutcome::Matched,
-                    Ended::TimedOut => ClientOutcome::TimedOut,
+                let status = match reply {
+                    OfferReply::Answer(_) => ClientStatus::Matched,
+                    OfferReply::TimedOut => ClientStatus::TimedOut,
+                    OfferReply::Denied => ClientStatus::Denied,
                 };
-                self.metrics.client(method, nat, country, outcome);
+                self.metrics.client(method, nat, country, status);
             }
             _ => {}
         }
@@ -225,29 +289,32 @@ impl Shard {
     }
 
     /// Closes every period that has ended by `now_unix`, returning each
-    /// one's end time and `snowflake-stats` block, oldest first. A new
-    /// secret is drawn for each new period.
+    /// one's numbers and address set, oldest first; they are rendered once
+    /// every shard's are merged. A new secret is drawn for each new period.
     pub fn close_periods(
         &mut self,
         now_unix: u64,
         mut new_secret: impl FnMut() -> [u8; 16],
-    ) -> Vec<(u64, String)> {
-        let mut blocks = Vec::new();
+    ) -> Vec<ClosedPeriod> {
+        let mut closed = Vec::new();
         while self.period_end() <= now_unix {
             let end = self.period_end();
-            let stats: PeriodStats = self.metrics.take_period();
-            blocks.push((end, stats.descriptor(end, self.period_seconds)));
+            closed.push(ClosedPeriod {
+                end,
+                seconds: self.period_seconds,
+                stats: self.metrics.take_period(),
+            });
             self.period_start = end;
             self.ip_secret = new_secret();
             self.hasher = IpHasher::for_period(self.ip_secret, end);
             // A broker that was down for many periods publishes them all
             // (empty), as the Go broker's ticker would have; but not forever.
-            if blocks.len() >= 1_000 {
+            if closed.len() >= 1_000 {
                 self.period_start = now_unix;
                 break;
             }
         }
-        blocks
+        closed
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -125,7 +125,7 @@ impl Rendezvous {
 
 /// How one client request ended, as counted (each request counts once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ClientOutcome {
+pub enum ClientStatus {
     /// Answered "no snowflake proxies currently available" (or 503 legacy).
     Denied,
     /// The proxy's answer was delivered to the client.
@@ -135,13 +135,13 @@ pub enum ClientOutcome {
     TimedOut,
 }
 
-impl ClientOutcome {
+impl ClientStatus {
     /// The `status` label of `snowflake_rounded_client_poll_total`.
     pub fn as_str(self) -> &'static str {
         match self {
-            ClientOutcome::Denied => "denied",
-            ClientOutcome::Matched => "matched",
-            ClientOutcome::TimedOut => "timeout",
+            ClientStatus::Denied => "denied",
+            ClientStatus::Matched => "matched",
+            ClientStatus::TimedOut => "timeout",
         }
     }
 }

@@ -49,7 +49,7 @@ pub mod utc;
 
 pub use client_ip::{best_candidate_addr, candidate_addrs, client_ip, offer_sdp, proxy_ip};
 pub use ip_key::{IpHasher, IpKey};
-pub use labels::{bin_count, AnswerStatus, ClientOutcome, Country, Rendezvous};
+pub use labels::{bin_count, AnswerStatus, ClientStatus, Country, Rendezvous};
 pub use prometheus::{AvailableProxies, PromCounters, CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE};
 pub use proxy_set::{ProxyRecord, ProxySet};
 pub use recorder::BrokerMetrics;

@@ -9,7 +9,7 @@
 //! `ceil(total / 8) * 8`; rounding happens only when rendering, so merging
 //! shards' totals and then rounding is exact.
 
-use super::labels::{bin_count, AnswerStatus, ClientOutcome, Country, Rendezvous};
+use super::labels::{bin_count, AnswerStatus, ClientStatus, Country, Rendezvous};
 use crate::protocol::nat::Nat;
 use crate::protocol::proxy::ProxyType;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -164,7 +164,7 @@ impl PromCounters {
         method: Rendezvous,
         nat: Nat,
         country: Country,
-        outcome: ClientOutcome,
+        outcome: ClientStatus,
     ) {
         self.client_poll.add(
             &[
@@ -407,7 +407,7 @@ mod tests {
         let mut a = AvailableProxies::default();
         let cc = Country::new(Some("CA"));
         c.proxy_seen(cc, Nat::Open, ProxyType::Webext);
-        c.client(Rendezvous::Http, Nat::Open, cc, ClientOutcome::Matched);
+        c.client(Rendezvous::Http, Nat::Open, cc, ClientStatus::Matched);
         c.proxy_answer(AnswerStatus::Success, Some(ProxyType::Webext));
         c.proxy_rejected_relay_pattern(Nat::Open, ProxyType::Webext);
         c.proxy_poll_done(Nat::Open, ProxyType::Webext, true);

@@ -3,7 +3,7 @@
 //! `snowflake-stats` accumulator and the lifetime Prometheus counters.
 
 use super::ip_key::IpKey;
-use super::labels::{AnswerStatus, ClientOutcome, Country, Rendezvous};
+use super::labels::{AnswerStatus, ClientStatus, Country, Rendezvous};
 use super::prometheus::{render, AvailableProxies, PromCounters};
 use super::stats::PeriodStats;
 use crate::protocol::nat::Nat;
@@ -99,7 +99,7 @@ impl BrokerMetrics {
         method: Rendezvous,
         nat: Nat,
         country: Country,
-        outcome: ClientOutcome,
+        outcome: ClientStatus,
     ) {
         self.period.client(method, nat, country, outcome);
         self.lifetime.client(method, nat, country, outcome);

@@ -7,7 +7,7 @@
 //! exactly what a single accumulator fed all events would).
 
 use super::ip_key::IpKey;
-use super::labels::{bin_count, ClientOutcome, Country, Rendezvous};
+use super::labels::{bin_count, ClientStatus, Country, Rendezvous};
 use super::proxy_set::ProxySet;
 use super::utc::format_utc;
 use crate::protocol::nat::Nat;
@@ -189,16 +189,16 @@ impl PeriodStats {
         method: Rendezvous,
         nat: Nat,
         country: Country,
-        outcome: ClientOutcome,
+        outcome: ClientStatus,
     ) {
         let c = &mut self.counters;
         match outcome {
-            ClientOutcome::Denied => {
+            ClientStatus::Denied => {
                 bump(&mut c.client_denied);
                 bump(c.denied_by_nat(nat));
             }
-            ClientOutcome::Matched => bump(&mut c.client_matched),
-            ClientOutcome::TimedOut => bump(&mut c.client_timed_out),
+            ClientStatus::Matched => bump(&mut c.client_matched),
+            ClientStatus::TimedOut => bump(&mut c.client_timed_out),
         }
         bump(c.clients_mut(method).entry(country).or_default());
     }
@@ -352,7 +352,7 @@ mod tests {
             Rendezvous::Http,
             Nat::Open,
             Country::UNKNOWN,
-            ClientOutcome::Denied,
+            ClientStatus::Denied,
         );
         let mut b = PeriodStats::default();
         b.proxy_idle();
@@ -360,7 +360,7 @@ mod tests {
             Rendezvous::Http,
             Nat::Open,
             Country::UNKNOWN,
-            ClientOutcome::Denied,
+            ClientStatus::Denied,
         );
         a.merge(&b);
         assert_eq!(a.counters.proxy_idle, 2);

@@ -1,20 +1,27 @@
-//! The matcher Durable Object: holds one [`Shard`] (the matching engine and
-//! its metrics), parks the requests it is deciding about on oneshot channels,
-//! and keeps the metrics in its storage.
+//! The matcher Durable Object: channels, timers and storage around one
+//! [`Shard`], which makes every decision. Each call arrives at its own path
+//! ([`Call::PATH`]) and is answered with its own reply type.
 //!
-//! Rules that keep it safe (design.md §3): no `RefCell` borrow lives across
-//! an `.await`; every parked request has a deadline enforced by a shared
-//! bucket timer; an outcome is delivered by whichever event decides it first.
+//! Rules that keep it safe (README, "Why the matcher cannot panic"): no
+//! `RefCell` borrow lives across an `.await`; every parked request has a
+//! deadline enforced by a shared bucket timer; a reply is delivered by
+//! whichever event decides it first.
 
 use super::timer::{bucket_end, Timers};
-use super::{now_ms, random_secret, settings};
-use crate::matcher::shard::{Shard, Snapshot};
-use crate::matcher::shard_api::{OfferReply, PollReply, ShardReply, ShardRequest};
-use crate::matcher::{ClientOutcome, OfferStart, PollStart, ProxyOutcome, Settings, Ticket, Wake};
+use super::{js, now_ms, random_secret, settings};
+use crate::config::Config;
+use crate::matcher::api::{
+    decode_call, AnswerRequest, Call, CensusRequest, ClosedPeriod, ClosedPeriodsRequest,
+    LiveMetricsRequest, OfferReply, OfferRequest, PollReply, PollRequest, RejectedPoll,
+    FAILED_STATUS,
+};
+use crate::matcher::shard::{Shard, Snapshot, Started, Step};
+use crate::matcher::waiters::Waiters;
+use crate::matcher::{Settings, Ticket};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
+use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{
@@ -23,61 +30,51 @@ use worker::{
 
 /// Storage keys: the shard's snapshot, and one key per closed period.
 const SNAPSHOT_KEY: &str = "metrics-snapshot";
-const LOG_PREFIX: &str = "metrics-log:";
-
-enum Outcome {
-    Proxy(ProxyOutcome),
-    Client(ClientOutcome),
-}
+const CLOSED_PREFIX: &str = "metrics-closed:";
 
 struct Inner {
     shard: RefCell<Shard>,
-    waiters: RefCell<HashMap<Ticket, oneshot::Sender<Outcome>>>,
+    waiters: RefCell<Waiters>,
     timers: Timers,
     /// Closed periods not yet written to storage (kept if a write fails, so
     /// the alarm's retry writes them).
-    unwritten: RefCell<Vec<(u64, String)>>,
+    unwritten: RefCell<Vec<ClosedPeriod>>,
 }
 
 impl Inner {
-    /// Sends each outcome to its parked request; a request that has gone
-    /// away simply drops it.
-    fn deliver(&self, wakes: impl IntoIterator<Item = Wake>) {
-        for wake in wakes {
-            let (ticket, outcome) = match wake {
-                Wake::Proxy(t, o) => (t, Outcome::Proxy(o)),
-                Wake::Client(t, o) => (t, Outcome::Client(o)),
-            };
-            let sender = self.waiters.borrow_mut().remove(&ticket);
-            if let Some(sender) = sender {
-                let _ = sender.send(outcome);
-            }
-        }
+    fn deliver(&self, wakes: Vec<crate::matcher::Wake>) {
+        self.waiters.borrow_mut().deliver(wakes);
     }
 
-    fn park(&self, ticket: Ticket) -> oneshot::Receiver<Outcome> {
-        let (tx, rx) = oneshot::channel();
-        self.waiters.borrow_mut().insert(ticket, tx);
-        rx
-    }
-
-    /// Waits for `ticket`'s outcome; the shared timer of its deadline's
-    /// bucket makes sure one arrives.
-    async fn wait(
+    /// Carries a call's [`Step`] to its reply: at once, or parked until a
+    /// wake, its deadline, or its caller going away. `fallback` is the
+    /// reply of a deadline with nothing delivered (the engine always
+    /// delivers by then; this only keeps the function total).
+    async fn settle<R>(
         self: &Rc<Self>,
-        ticket: Ticket,
-        deadline: u64,
-        mut rx: oneshot::Receiver<Outcome>,
-    ) -> Option<Outcome> {
+        step: Step<R>,
+        park: fn(&mut Waiters, Ticket) -> oneshot::Receiver<R>,
+        fallback: R,
+        caller_left: js::Aborted,
+    ) -> R {
+        let (ticket, deadline) = match step.start {
+            Started::Now(reply) => {
+                self.deliver(step.wakes);
+                return reply;
+            }
+            Started::Parked { ticket, deadline } => (ticket, deadline),
+        };
+        let mut rx = park(&mut self.waiters.borrow_mut(), ticket);
+        self.deliver(step.wakes);
         let mut guard = CancelOnDrop {
             inner: self.clone(),
             ticket,
             armed: true,
         };
         let timer = self.timers.for_deadline(deadline, now_ms());
-        let outcome = match select(&mut rx, timer).await {
+        let reply = match select(&mut rx, select(timer, caller_left)).await {
             Either::Left((received, _)) => received.ok(),
-            Either::Right(((), _)) => {
+            Either::Right((Either::Left(((), _)), _)) => {
                 let end = bucket_end(deadline);
                 self.timers.forget_until(end);
                 // Timers may fire a little early by the clock; the bucket's
@@ -86,14 +83,16 @@ impl Inner {
                 self.deliver(wakes);
                 rx.try_recv().ok().flatten()
             }
+            // The caller went away: the guard forgets the request.
+            Either::Right((Either::Right(((), _)), _)) => return fallback,
         };
-        guard.armed = outcome.is_none();
-        outcome
+        guard.armed = reply.is_none();
+        reply.unwrap_or(fallback)
     }
 }
 
-/// If a parked request is dropped before its outcome (its caller went away),
-/// the engine forgets it so no proxy or answer is wasted on it.
+/// If a parked request ends before its reply (its caller went away), the
+/// shard forgets it so no proxy or answer is wasted on it.
 struct CancelOnDrop {
     inner: Rc<Inner>,
     ticket: Ticket,
@@ -109,14 +108,16 @@ impl Drop for CancelOnDrop {
             shard.cancel(self.ticket);
         }
         if let Ok(mut waiters) = self.inner.waiters.try_borrow_mut() {
-            waiters.remove(&self.ticket);
+            waiters.forget(self.ticket);
         }
     }
 }
 
 #[durable_object]
 pub struct Matcher {
-    inner: Rc<Inner>,
+    /// None only if the settings are invalid and so are the defaults,
+    /// which a test rules out; every call then fails with a clear error.
+    inner: Option<Rc<Inner>>,
     storage: Storage,
     /// How often metrics are saved: at most this much counting is lost if
     /// the object is reset between two saves.
@@ -133,95 +134,176 @@ fn save_interval_ms(period_seconds: u64) -> u64 {
         .clamp(250, 30_000)
 }
 
+/// The settings in force, or the defaults when they are invalid (the
+/// Worker then refuses matching requests before they get here).
+fn config(env: &Env) -> Option<Config> {
+    match settings::load(env).as_ref() {
+        Ok(c) => Some(c.clone()),
+        Err(_) => Config::from_lookup(|_| None).ok(),
+    }
+}
+
 impl DurableObject for Matcher {
     fn new(state: State, env: Env) -> Self {
-        let config = settings::load(&env);
-        let c = config.as_ref().as_ref().ok().cloned().unwrap_or_default();
-        let settings = Settings {
-            proxy_poll_timeout_ms: c.proxy_poll_timeout_ms,
-            client_timeout_ms: c.client_timeout_ms,
-            client_timeout_from: c.client_timeout_from,
-            max_parked_polls: c.max_parked_polls,
-        };
-        let shard = Shard::new(
-            settings,
-            c.metrics_period_seconds,
-            now_ms() / 1000,
-            random_secret(),
-        );
-        let matcher = Matcher {
-            inner: Rc::new(Inner {
+        let config = config(&env);
+        let period = config.as_ref().map_or(86_400, |c| c.metrics_period_seconds);
+        let inner = config.map(|c| {
+            let shard = Shard::new(
+                Settings::from(&c),
+                c.metrics_period_seconds,
+                now_ms() / 1000,
+                random_secret(),
+            );
+            Rc::new(Inner {
                 shard: RefCell::new(shard),
-                waiters: RefCell::new(HashMap::new()),
+                waiters: RefCell::new(Waiters::default()),
                 timers: Timers::default(),
                 unwritten: RefCell::new(Vec::new()),
-            }),
+            })
+        });
+        let matcher = Matcher {
+            inner,
             storage: state.storage(),
-            save_every_ms: save_interval_ms(c.metrics_period_seconds),
+            save_every_ms: save_interval_ms(period),
         };
         // Restore before any request is delivered (the runtime holds them
         // until this finishes). Errors are logged, never thrown: a throw
         // would reset the object.
-        let inner = matcher.inner.clone();
-        let storage = state.storage();
-        let save_every = matcher.save_every_ms;
-        // The JS call is made here; its future only reports the result,
-        // which the runtime already acts on, so it is not awaited.
-        #[allow(clippy::let_underscore_future)]
-        let _ = state.block_concurrency_while(async move {
-            if let Err(e) = restore(&inner, &storage, save_every).await {
-                super::log::error(&format!("snowflake-broker: metrics restore failed: {e}"));
-            }
-            Ok(())
-        });
+        if let Some(inner) = matcher.inner.clone() {
+            let storage = state.storage();
+            let save_every = matcher.save_every_ms;
+            // The JS call is made here; its future only reports the result,
+            // which the runtime already acts on, so it is not awaited.
+            #[allow(clippy::let_underscore_future)]
+            let _ = state.block_concurrency_while(async move {
+                if let Err(e) = restore(&inner, &storage, save_every).await {
+                    super::log::error(&format!(
+                        "snowflake-broker: storage: metrics restore failed: {e}"
+                    ));
+                }
+                Ok(())
+            });
+        }
         matcher
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let body = req.bytes().await?;
-        let request: ShardRequest = match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return Response::error(format!("bad shard request: {e}"), 400),
+        let Some(inner) = self.inner.clone() else {
+            return failed("settings and their defaults are invalid");
         };
-        let reply = self.handle(request).await;
-        Response::from_json(&reply)
+        let path = req.path();
+        let caller_left = js::aborted(&js::request_signal(&req));
+        let body = req.bytes().await?;
+        let now = now_ms();
+        match path.as_str() {
+            PollRequest::PATH => {
+                let Some(call) = decode_call::<PollRequest>(&body) else {
+                    return bad_call(&path);
+                };
+                let step = inner.shard.borrow_mut().poll(now, call);
+                let reply = inner
+                    .settle(step, Waiters::park_poll, PollReply::NoMatch, caller_left)
+                    .await;
+                reply_json(&reply)
+            }
+            OfferRequest::PATH => {
+                let Some(call) = decode_call::<OfferRequest>(&body) else {
+                    return bad_call(&path);
+                };
+                let step = inner.shard.borrow_mut().offer(now, call);
+                let reply = inner
+                    .settle(step, Waiters::park_offer, OfferReply::TimedOut, caller_left)
+                    .await;
+                reply_json(&reply)
+            }
+            AnswerRequest::PATH => {
+                let Some(call) = decode_call::<AnswerRequest>(&body) else {
+                    return bad_call(&path);
+                };
+                let (reply, wakes) = inner.shard.borrow_mut().answer(call);
+                inner.deliver(wakes);
+                reply_json(&reply)
+            }
+            RejectedPoll::PATH => {
+                let Some(call) = decode_call::<RejectedPoll>(&body) else {
+                    return bad_call(&path);
+                };
+                let done = inner.shard.borrow_mut().rejected_poll(call);
+                reply_json(&done)
+            }
+            CensusRequest::PATH => reply_json(&inner.shard.borrow().census()),
+            LiveMetricsRequest::PATH => reply_json(&inner.shard.borrow().live_metrics()),
+            ClosedPeriodsRequest::PATH => match closed_periods(&self.storage).await {
+                Ok(periods) => reply_json(&periods),
+                Err(e) => {
+                    super::log::error(&format!(
+                        "snowflake-broker: storage: reading closed metrics periods failed: {e}"
+                    ));
+                    failed(&format!("storage: {e}"))
+                }
+            },
+            _ => bad_call(&path),
+        }
     }
 
-    /// Closes finished periods into the log and saves the metrics.
+    /// Closes finished periods and saves the metrics.
     async fn alarm(&self) -> Result<Response> {
+        let Some(inner) = self.inner.as_ref() else {
+            return Response::ok("");
+        };
         let now = now_ms();
-        let closed = self
-            .inner
+        let closed = inner
             .shard
             .borrow_mut()
             .close_periods(now / 1000, random_secret);
-        self.inner.unwritten.borrow_mut().extend(closed);
+        inner.unwritten.borrow_mut().extend(closed);
         // The next alarm first: if a write below fails and the runtime's
         // retries give up, saving and closing periods still go on.
-        let period_end_ms = self.inner.shard.borrow().period_end().saturating_mul(1000);
+        let period_end_ms = inner.shard.borrow().period_end().saturating_mul(1000);
         schedule(
             &self.storage,
             now.saturating_add(self.save_every_ms).min(period_end_ms),
         )
         .await?;
         loop {
-            let next = self.inner.unwritten.borrow().first().cloned();
-            let Some((end, text)) = next else { break };
+            let next = inner.unwritten.borrow().first().cloned();
+            let Some(period) = next else { break };
+            let text = json(&period)?;
             self.storage
-                .put(&format!("{LOG_PREFIX}{end:020}"), text)
+                .put(&format!("{CLOSED_PREFIX}{:020}", period.end), text)
                 .await?;
-            self.inner.unwritten.borrow_mut().retain(|(e, _)| *e != end);
+            inner.unwritten.borrow_mut().retain(|p| p.end != period.end);
         }
-        save(&self.inner, &self.storage).await?;
+        save(inner, &self.storage).await?;
         Response::ok("")
     }
 }
 
+fn json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+fn reply_json<T: Serialize>(reply: &T) -> Result<Response> {
+    Response::from_bytes(json(reply)?.into_bytes())
+}
+
+/// The call failed inside the object; the text says what failed.
+fn failed(what: &str) -> Result<Response> {
+    Response::error(what, FAILED_STATUS)
+}
+
+/// A call this object does not know, or whose body is not its request type:
+/// a version skew between the Worker and the object, not a client's fault.
+fn bad_call(path: &str) -> Result<Response> {
+    super::log::error(&format!(
+        "snowflake-broker: matcher got an unreadable call to {path}"
+    ));
+    Response::error(format!("unreadable call to {path}"), 400)
+}
+
 async fn save(inner: &Inner, storage: &Storage) -> Result<()> {
     let snapshot = inner.shard.borrow().snapshot();
-    let text =
-        serde_json::to_string(&snapshot).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    storage.put(SNAPSHOT_KEY, text).await
+    storage.put(SNAPSHOT_KEY, json(&snapshot)?).await
 }
 
 async fn schedule(storage: &Storage, at_ms: u64) -> Result<()> {
@@ -234,7 +316,7 @@ async fn restore(inner: &Inner, storage: &Storage, save_every_ms: u64) -> Result
         match serde_json::from_str::<Snapshot>(&text) {
             Ok(snapshot) => inner.shard.borrow_mut().restore(&snapshot),
             Err(e) => super::log::error(&format!(
-                "snowflake-broker: saved metrics unreadable, starting afresh: {e}"
+                "snowflake-broker: storage: saved metrics unreadable, starting afresh: {e}"
             )),
         }
     }
@@ -244,95 +326,23 @@ async fn restore(inner: &Inner, storage: &Storage, save_every_ms: u64) -> Result
     Ok(())
 }
 
-/// Every closed period's block, oldest first (keys sort by end time).
-async fn metrics_log(storage: &Storage) -> Result<String> {
+/// Every closed period this shard keeps, oldest first (keys sort by end).
+/// A stored period that cannot be read is logged and skipped.
+async fn closed_periods(storage: &Storage) -> Result<Vec<ClosedPeriod>> {
     let map = storage
-        .list_with_options(worker::ListOptions::new().prefix(LOG_PREFIX))
+        .list_with_options(worker::ListOptions::new().prefix(CLOSED_PREFIX))
         .await?;
-    let mut out = String::new();
+    let mut out = Vec::new();
     for value in map.values() {
-        if let Some(text) = value.ok().and_then(|v| v.as_string()) {
-            out.push_str(&text);
+        let Some(text) = value.ok().and_then(|v| v.as_string()) else {
+            continue;
+        };
+        match serde_json::from_str::<ClosedPeriod>(&text) {
+            Ok(period) => out.push(period),
+            Err(e) => super::log::error(&format!(
+                "snowflake-broker: storage: a closed metrics period is unreadable: {e}"
+            )),
         }
     }
     Ok(out)
-}
-
-impl Matcher {
-    async fn handle(&self, request: ShardRequest) -> ShardReply {
-        let inner = &self.inner;
-        match request {
-            ShardRequest::Poll(poll) => {
-                let start = inner.shard.borrow_mut().poll(now_ms(), poll);
-                match start {
-                    PollStart::Parked {
-                        ticket,
-                        deadline,
-                        replaced,
-                    } => {
-                        let rx = inner.park(ticket);
-                        inner.deliver(replaced);
-                        let reply = match inner.wait(ticket, deadline, rx).await {
-                            Some(Outcome::Proxy(ProxyOutcome::Matched(a))) => PollReply::Matched(a),
-                            _ => PollReply::NoMatch,
-                        };
-                        ShardReply::Poll(reply)
-                    }
-                    PollStart::Full | PollStart::SidBusy => ShardReply::Poll(PollReply::Refused),
-                }
-            }
-            ShardRequest::Offer(offer) => {
-                let start = inner.shard.borrow_mut().offer(now_ms(), offer);
-                match start {
-                    OfferStart::Parked {
-                        ticket,
-                        deadline,
-                        wake,
-                        ..
-                    } => {
-                        let rx = inner.park(ticket);
-                        inner.deliver([wake]);
-                        let reply = match inner.wait(ticket, deadline, rx).await {
-                            Some(Outcome::Client(ClientOutcome::Answer(a))) => {
-                                OfferReply::Answer(a)
-                            }
-                            _ => OfferReply::TimedOut,
-                        };
-                        ShardReply::Offer(reply)
-                    }
-                    OfferStart::Denied => ShardReply::Offer(OfferReply::Denied),
-                    OfferStart::Expired => ShardReply::Offer(OfferReply::TimedOut),
-                }
-            }
-            ShardRequest::Answer { sid, answer } => {
-                let (result, wake) = inner.shard.borrow_mut().answer(&sid, answer);
-                inner.deliver(wake);
-                ShardReply::Answer(result)
-            }
-            ShardRequest::RejectedPoll {
-                nat,
-                proxy_type,
-                with_relay_pattern,
-            } => {
-                inner
-                    .shard
-                    .borrow_mut()
-                    .rejected_poll(nat, proxy_type, with_relay_pattern);
-                ShardReply::Done
-            }
-            ShardRequest::Census => ShardReply::Census(inner.shard.borrow().engine().census()),
-            ShardRequest::Prometheus => {
-                ShardReply::Text(inner.shard.borrow().metrics().prometheus())
-            }
-            ShardRequest::MetricsLog => match metrics_log(&self.storage).await {
-                Ok(text) => ShardReply::Text(text),
-                Err(e) => {
-                    super::log::error(&format!(
-                        "snowflake-broker: reading the metrics log failed: {e}"
-                    ));
-                    ShardReply::Done
-                }
-            },
-        }
-    }
 }

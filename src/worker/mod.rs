@@ -1,39 +1,42 @@
 //! The Worker shell: routes requests, calls the pure handlers, and carries
-//! matching work to the matcher Durable Object. No decisions are made here.
+//! matching work to the matcher Durable Object. Every reply and its logged
+//! outcome come from `handlers`; this file only moves bytes.
 
+mod js;
 mod log;
 mod matcher_do;
 mod settings;
 mod timer;
 
 use crate::config::{Config, ConfigError};
-use crate::handlers::{self, PollCheck, Reply};
-use crate::matcher::shard_api::{OfferRequest, PollRequest, ProxySeen, ShardReply, ShardRequest};
+use crate::handlers::{self, ClientFormat, PollCheck, Reply};
+use crate::matcher::api::{
+    AnswerRequest, Call, CallError, CensusRequest, ClosedPeriodsRequest, LiveMetricsRequest,
+    OfferReply, OfferRequest, PollRequest, ProxySeen, RejectedPoll,
+};
+use crate::matcher::merge;
 use crate::metrics::Rendezvous;
 use crate::routes::{self, Route};
-use wasm_bindgen::JsCast;
-use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, Result};
+use wasm_bindgen::JsValue;
+use worker::{event, Context, Env, Headers, Method, Request, Response, Result};
 
 pub fn now_ms() -> u64 {
     worker::Date::now().as_millis()
 }
 
-/// 16 random bytes from the platform's CSPRNG (`crypto.getRandomValues`).
+/// 16 random bytes from the platform's CSPRNG (`crypto.getRandomValues`,
+/// through `getrandom`). Should the platform ever refuse, the bytes come
+/// from the clock and a counter: the IP-hash key is then guessable, which
+/// is logged, rather than the broker failing.
 pub fn random_secret() -> [u8; 16] {
-    let array = js_sys::Uint8Array::new_with_length(16);
-    let crypto = js_sys::Reflect::get(&js_sys::global(), &"crypto".into()).ok();
-    let filled = crypto.and_then(|c| {
-        let get = js_sys::Reflect::get(&c, &"getRandomValues".into()).ok()?;
-        let get: js_sys::Function = get.dyn_into().ok()?;
-        get.call1(&c, &array).ok()
-    });
     let mut out = [0u8; 16];
-    if filled.is_some() {
-        array.copy_to(&mut out);
-    } else {
-        // Workers always have Web Crypto; this only keeps the function total.
+    if let Err(e) = getrandom::fill(&mut out) {
+        log::error(&format!(
+            "snowflake-broker: no random numbers from the platform ({e}); IP hashes are weakly keyed"
+        ));
+        let now = worker::Date::now().as_millis();
         for (i, b) in out.iter_mut().enumerate() {
-            *b = (js_sys::Math::random() * 256.0) as u8 ^ (i as u8);
+            *b = (now >> ((i % 8) * 8)) as u8 ^ (i as u8).wrapping_mul(0x9d);
         }
     }
     out
@@ -65,26 +68,45 @@ fn into_response(reply: Reply, cors: bool) -> Result<Response> {
     Ok(response.with_status(reply.status).with_headers(headers))
 }
 
-/// The one matcher shard (design.md §4 keeps the door open for more).
-async fn ask(env: &Env, request: &ShardRequest) -> Result<ShardReply> {
-    let stub = env.durable_object("MATCHER")?.get_by_name("shard-0")?;
-    let body =
-        serde_json::to_string(request).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let req = Request::new_with_init("https://matcher/", &init)?;
-    let mut response = stub.fetch_with_request(req).await?;
-    let text = response.text().await?;
-    serde_json::from_str(&text)
-        .map_err(|e| worker::Error::RustError(format!("shard reply {text:?}: {e}")))
+/// The matcher Durable Object binding, and the one shard's name.
+const MATCHER: &str = "MATCHER";
+const SHARD: &str = "shard-0";
+
+/// How long past a call's own deadline the Worker waits for the matcher: a
+/// parked request the matcher lost (its instance was reset) is answered in
+/// the protocol's terms instead of hanging.
+const MARGIN_MS: u64 = 1_000;
+
+/// How long a call that parks nothing (answers, pages) may take.
+const QUICK_CALL_MS: u64 = 10_000;
+
+/// Makes a call on the matcher, logging any failure with what failed.
+async fn ask<C: Call>(
+    env: &Env,
+    call: &C,
+    signal: &Option<JsValue>,
+    wait_ms: u64,
+) -> std::result::Result<C::Reply, CallError> {
+    let reply = js::call(env, MATCHER, SHARD, call, signal, wait_ms).await;
+    if let Err(e) = &reply {
+        log::error(&format!("snowflake-broker: {}: {e}", C::PATH));
+    }
+    reply
 }
 
-/// A matcher that cannot be reached is the broker's failure, not the caller's.
-fn unavailable(e: &worker::Error) -> Reply {
-    log::error(&format!("snowflake-broker: matcher unavailable: {e}"));
-    Reply::empty(500)
+/// A client's offer to the matcher, however it arrived (HTTP, AMP): the
+/// one way an offer reaches a proxy.
+pub(crate) async fn rendezvous(
+    env: &Env,
+    config: &Config,
+    request: &OfferRequest,
+    signal: &Option<JsValue>,
+) -> std::result::Result<OfferReply, CallError> {
+    let wait = config.client_timeout_ms.saturating_add(MARGIN_MS);
+    ask(env, request, signal, wait).await
 }
 
+/// Reads a body the Worker will parse; `None` if it could not be read.
 async fn read_body(req: &mut Request) -> Option<Vec<u8>> {
     req.bytes().await.ok()
 }
@@ -99,14 +121,24 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
     if cors && method == Method::Options {
         return into_response(Reply::empty(200), true);
     }
+    let signal = js::request_signal(&req);
     let loaded = settings::load(&env);
     let reply = match (&route, loaded.as_ref()) {
         (Route::Robots, _) => handlers::robots(),
         (Route::Redirect(to), _) => Reply::moved(to, matches!(method, Method::Get | Method::Head)),
         (Route::NotFound, _) => Reply::not_found(),
-        (Route::Metrics, _) => metrics_text(&env, ShardRequest::MetricsLog).await,
-        (Route::Prometheus, _) => metrics_text(&env, ShardRequest::Prometheus).await,
-        (Route::Debug, config) => debug(&env, config).await,
+        (Route::Metrics, _) => match ask(&env, &ClosedPeriodsRequest, &signal, QUICK_CALL_MS).await
+        {
+            Ok(periods) => Reply::text(200, merge::metrics_text([periods])),
+            Err(e) => handlers::page_failed(&e),
+        },
+        (Route::Prometheus, _) => {
+            match ask(&env, &LiveMetricsRequest, &signal, QUICK_CALL_MS).await {
+                Ok(live) => handlers::prometheus(merge::prometheus_text([live])),
+                Err(e) => handlers::page_failed(&e),
+            }
+        }
+        (Route::Debug, config) => debug(&env, config, &signal).await,
         (_, Err(e)) => Reply::misconfigured(&e.to_string()),
         (Route::Proxy, Ok(config)) => match read_body(&mut req).await {
             Some(body) => {
@@ -115,9 +147,9 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
                     country: req.cf().and_then(|cf| cf.country()),
                     ip: header(&req, "CF-Connecting-IP").and_then(|ip| ip.trim().parse().ok()),
                 };
-                proxy(&env, config, &body, seen).await
+                proxy(&env, config, &body, seen, &signal).await
             }
-            None => Reply::empty(400),
+            None => Reply::bad_request(),
         },
         (Route::Client, Ok(config)) => match read_body(&mut req).await {
             Some(body) => {
@@ -127,19 +159,24 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
                     header(&req, "Forwarded").as_deref(),
                     header(&req, "X-Forwarded-For").as_deref(),
                 );
-                client(&env, config, &body, nat.as_deref(), country, started).await
+                let client = Client {
+                    nat: nat.as_deref(),
+                    country,
+                    started,
+                };
+                client.send(&env, config, &body, &signal).await
             }
-            None => Reply::empty(400),
+            None => Reply::bad_request(),
         },
         (Route::Answer, Ok(_)) => match read_body(&mut req).await {
-            Some(body) => answer(&env, &body).await,
-            None => Reply::empty(400),
+            Some(body) => answer(&env, &body, &signal).await,
+            None => Reply::bad_request(),
         },
-        (Route::AmpClient(suffix), Ok(config)) => amp(&env, config, suffix, started).await,
+        (Route::AmpClient(suffix), Ok(config)) => amp(&env, config, suffix, started, &signal).await,
     };
     log::request(
         endpoint(&route),
-        outcome(&reply),
+        reply.outcome.as_str(),
         reply.status,
         now_ms().saturating_sub(started),
     );
@@ -161,38 +198,17 @@ fn endpoint(route: &Route) -> &'static str {
     }
 }
 
-/// A short name for how a request ended, read off its reply.
-fn outcome(reply: &Reply) -> &'static str {
-    const KNOWN: [(&str, &str); 9] = [
-        ("\"client match\"", "client match"),
-        ("\"no match\"", "no match"),
-        ("\"incorrect relay pattern\"", "incorrect relay pattern"),
-        ("\"success\"", "answer delivered"),
-        ("\"client gone\"", "client gone"),
-        ("{\"answer\"", "answered"),
-        ("no snowflake proxies", "denied"),
-        ("timed out waiting", "timed out"),
-        ("{\"error\"", "refused"),
-    ];
-    match reply.status {
-        200 if reply.content_type == Some("text/html") => "amp page",
-        200 => KNOWN
-            .iter()
-            .find(|(needle, _)| reply.body.contains(needle))
-            .map_or("ok", |(_, name)| name),
-        400 => "bad request",
-        404 => "not found",
-        503 => "denied",
-        504 => "timed out",
-        _ => "error",
-    }
-}
-
 fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
 }
 
-async fn proxy(env: &Env, config: &Config, body: &[u8], mut seen: ProxySeen) -> Reply {
+async fn proxy(
+    env: &Env,
+    config: &Config,
+    body: &[u8],
+    mut seen: ProxySeen,
+    signal: &Option<JsValue>,
+) -> Reply {
     let poll = match handlers::proxy_poll(config, body) {
         Ok(PollCheck::Accepted {
             poll,
@@ -207,52 +223,63 @@ async fn proxy(env: &Env, config: &Config, body: &[u8], mut seen: ProxySeen) -> 
             proxy_type,
             with_relay_pattern,
         }) => {
-            let count = ShardRequest::RejectedPoll {
+            let count = RejectedPoll {
                 nat,
                 proxy_type,
                 with_relay_pattern,
             };
-            if let Err(e) = ask(env, &count).await {
-                log::error(&format!(
-                    "snowflake-broker: counting a rejected poll failed: {e}"
-                ));
-            }
+            // Only a count is lost if this fails (and `ask` logs it).
+            let _ = ask(env, &count, signal, QUICK_CALL_MS).await;
             return reply;
         }
         Err(reply) => return reply,
     };
-    match ask(env, &ShardRequest::Poll(poll)).await {
-        Ok(ShardReply::Poll(reply)) => handlers::proxy_poll_reply(config, &reply),
-        Ok(_) => Reply::empty(500),
-        Err(e) => unavailable(&e),
+    let wait = config.proxy_poll_timeout_ms.saturating_add(MARGIN_MS);
+    match ask(env, &poll, signal, wait).await {
+        Ok(reply) => handlers::proxy_poll_reply(config, &reply),
+        Err(_) => handlers::proxy_poll_failed(config),
     }
 }
 
-async fn client(
-    env: &Env,
-    config: &Config,
-    body: &[u8],
-    nat: Option<&str>,
+/// What the Worker knows of a `/client` request besides its body.
+struct Client<'a> {
+    nat: Option<&'a str>,
     country: Option<String>,
     started: u64,
-) -> Reply {
-    let (offer, format) = match handlers::client(config, body, nat, started) {
-        Ok(ok) => ok,
-        Err(reply) => return reply,
-    };
-    let request = OfferRequest {
-        offer,
-        method: Rendezvous::Http,
-        country,
-    };
-    match ask(env, &ShardRequest::Offer(request)).await {
-        Ok(ShardReply::Offer(reply)) => handlers::client_reply(format, &reply),
-        Ok(_) => Reply::empty(500),
-        Err(e) => unavailable(&e),
+}
+
+impl Client<'_> {
+    async fn send(
+        self,
+        env: &Env,
+        config: &Config,
+        body: &[u8],
+        signal: &Option<JsValue>,
+    ) -> Reply {
+        let (offer, format): (_, ClientFormat) =
+            match handlers::client(config, body, self.nat, self.started) {
+                Ok(ok) => ok,
+                Err(reply) => return reply,
+            };
+        let request = OfferRequest {
+            offer,
+            method: Rendezvous::Http,
+            country: self.country,
+        };
+        match rendezvous(env, config, &request, signal).await {
+            Ok(reply) => handlers::client_reply(format, &reply),
+            Err(_) => handlers::client_failed(format),
+        }
     }
 }
 
-async fn amp(env: &Env, config: &Config, suffix: &str, started: u64) -> Reply {
+async fn amp(
+    env: &Env,
+    config: &Config,
+    suffix: &str,
+    started: u64,
+    signal: &Option<JsValue>,
+) -> Reply {
     let offer = match handlers::amp_client(config, suffix, started) {
         Ok(offer) => offer,
         Err(reply) => return reply,
@@ -264,52 +291,45 @@ async fn amp(env: &Env, config: &Config, suffix: &str, started: u64) -> Reply {
         method: Rendezvous::Ampcache,
         country,
     };
-    match ask(env, &ShardRequest::Offer(request)).await {
-        Ok(ShardReply::Offer(reply)) => handlers::amp_reply(&reply),
-        Ok(_) => Reply::empty(500),
-        Err(e) => unavailable(&e),
+    match rendezvous(env, config, &request, signal).await {
+        Ok(reply) => handlers::amp_reply(&reply),
+        Err(_) => handlers::amp_failed(),
     }
 }
 
-async fn answer(env: &Env, body: &[u8]) -> Reply {
+async fn answer(env: &Env, body: &[u8], signal: &Option<JsValue>) -> Reply {
     let answer = match handlers::answer(body) {
         Ok(a) => a,
         Err(reply) => return reply,
     };
-    let request = ShardRequest::Answer {
+    let request = AnswerRequest {
         sid: answer.sid,
         answer: answer.answer,
     };
-    match ask(env, &request).await {
-        Ok(ShardReply::Answer(result)) => handlers::answer_reply(result),
-        Ok(_) => Reply::empty(500),
-        Err(e) => unavailable(&e),
+    match ask(env, &request, signal, QUICK_CALL_MS).await {
+        Ok(result) => handlers::answer_reply(result),
+        Err(_) => handlers::answer_failed(),
     }
 }
 
-/// `/metrics` and `/prometheus` come from the matcher's counts.
-async fn metrics_text(env: &Env, request: ShardRequest) -> Reply {
-    let prometheus = request == ShardRequest::Prometheus;
-    match ask(env, &request).await {
-        Ok(ShardReply::Text(text)) if prometheus => handlers::prometheus(text),
-        Ok(ShardReply::Text(text)) => Reply::text(200, text),
-        Ok(_) => Reply::empty(500),
-        Err(e) => unavailable(&e),
-    }
-}
-
-async fn debug(env: &Env, config: &std::result::Result<Config, ConfigError>) -> Reply {
+async fn debug(
+    env: &Env,
+    config: &std::result::Result<Config, ConfigError>,
+    signal: &Option<JsValue>,
+) -> Reply {
     let mut problems: Vec<String> = match config {
         Err(e) => vec![format!("configuration error: {e}")],
         Ok(c) => c.warnings.iter().map(|w| format!("warning: {w}")).collect(),
     };
-    let census = match ask(env, &ShardRequest::Census).await {
-        Ok(ShardReply::Census(c)) => c,
-        Ok(_) => Default::default(),
+    let census = match ask(env, &CensusRequest, signal, QUICK_CALL_MS).await {
+        Ok(c) => c,
         Err(e) => {
-            problems.push(format!("matcher unavailable: {e}"));
+            problems.push(e.to_string());
             Default::default()
         }
     };
-    Reply::text(200, crate::debug::render(&census, &problems))
+    Reply::text(
+        200,
+        crate::debug::render(&merge::census([census]), &problems),
+    )
 }

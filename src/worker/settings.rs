@@ -1,6 +1,6 @@
 //! Reading the settings from the Worker's environment, once per isolate.
 
-use crate::config::{Config, ConfigError, SETTINGS};
+use crate::config::{is_setting, Config, ConfigError};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
@@ -32,7 +32,7 @@ pub fn load(env: &Env) -> Loaded {
         return loaded;
     }
     let loaded: Loaded = Rc::new(Config::from_lookup(|name| {
-        if SETTINGS.contains(&name) {
+        if is_setting(name) {
             var(env, name)
         } else {
             None

@@ -1,0 +1,283 @@
+//! The calls the Worker makes to a matcher Durable Object, each with its
+//! own reply type, so a reply that does not fit its call cannot be written.
+//!
+//! Internal to one deployment, so plain serde JSON; the Worker has already
+//! validated everything and the wire formats stay in `protocol`. Each call
+//! is sent to the path [`Call::PATH`] of the object and answered with
+//! [`Call::Reply`], or with an error status whose text says what failed
+//! ([`CallError`]).
+
+use super::{Assignment, Census, Offer, Poll};
+use crate::metrics::{AvailableProxies, PeriodStats, PromCounters, Rendezvous};
+use crate::protocol::nat::Nat;
+use crate::protocol::proxy::ProxyType;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// One kind of request to a matcher, and what it answers.
+pub trait Call: Serialize + DeserializeOwned {
+    /// The object's path for this call.
+    const PATH: &'static str;
+    type Reply: Serialize + DeserializeOwned;
+}
+
+/// What the Worker saw of a proxy poll, for the metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProxySeen {
+    pub with_relay_pattern: bool,
+    /// Two-letter country of the proxy's address (Cloudflare's `request.cf`).
+    pub country: Option<String>,
+    /// The proxy's address; hashed by the shard, never stored.
+    pub ip: Option<IpAddr>,
+}
+
+/// A proxy poll that passed validation and the relay-pattern check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollRequest {
+    pub poll: Poll,
+    pub seen: ProxySeen,
+}
+
+/// How a proxy poll ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PollReply {
+    Matched(Assignment),
+    NoMatch,
+    /// Not parked: the shard is full or the Sid is busy answering. The
+    /// proxy is told `no match` and to come back later than usual.
+    Refused,
+}
+
+impl Call for PollRequest {
+    const PATH: &'static str = "/poll";
+    type Reply = PollReply;
+}
+
+/// A decoded poll refused for its relay pattern: counted, never parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedPoll {
+    pub nat: Nat,
+    pub proxy_type: ProxyType,
+    pub with_relay_pattern: bool,
+}
+
+/// A call that has nothing to say beyond "done".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done;
+
+impl Call for RejectedPoll {
+    const PATH: &'static str = "/rejected";
+    type Reply = Done;
+}
+
+/// A client offer for one bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferRequest {
+    pub offer: Offer,
+    pub method: Rendezvous,
+    /// The client's country, if its address could be located.
+    pub country: Option<String>,
+}
+
+/// How a client offer ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OfferReply {
+    Answer(String),
+    TimedOut,
+    Denied,
+}
+
+impl Call for OfferRequest {
+    const PATH: &'static str = "/offer";
+    type Reply = OfferReply;
+}
+
+/// A proxy's answer for the client whose offer it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerRequest {
+    pub sid: String,
+    pub answer: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnswerReply {
+    Delivered,
+    ClientGone,
+}
+
+impl Call for AnswerRequest {
+    const PATH: &'static str = "/answer";
+    type Reply = AnswerReply;
+}
+
+/// The sessions the matcher knows, for `/debug`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CensusRequest;
+
+impl Call for CensusRequest {
+    const PATH: &'static str = "/census";
+    type Reply = Census;
+}
+
+/// The lifetime counters and the gauge of waiting proxies, as numbers: the
+/// Worker merges every shard's and renders `/prometheus` once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveMetricsRequest;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveMetrics {
+    pub lifetime: PromCounters,
+    pub available: AvailableProxies,
+}
+
+impl Call for LiveMetricsRequest {
+    const PATH: &'static str = "/live-metrics";
+    type Reply = LiveMetrics;
+}
+
+/// Every closed `snowflake-stats` period the shard keeps, as numbers and
+/// address sets: the Worker merges the shards' periods and renders once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedPeriodsRequest;
+
+/// One closed period of one shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClosedPeriod {
+    /// End of the period, Unix seconds.
+    pub end: u64,
+    /// Its length in seconds.
+    pub seconds: u64,
+    pub stats: PeriodStats,
+}
+
+impl Call for ClosedPeriodsRequest {
+    const PATH: &'static str = "/closed-periods";
+    type Reply = Vec<ClosedPeriod>;
+}
+
+/// Why a call got no reply of its type. Each says what failed, so the
+/// Worker can log it and answer in the protocol's own terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The object could not be reached (or threw): no reply at all.
+    Unreachable(String),
+    /// The platform refused the call because the object is overloaded.
+    Overloaded(String),
+    /// The object did not answer by the call's deadline (and a margin).
+    NoReplyInTime,
+    /// The object answered that it failed (for example, its storage).
+    Failed(String),
+    /// The object's reply could not be read as this call's reply type.
+    BadReply(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(e) => write!(f, "matcher unreachable: {e}"),
+            CallError::Overloaded(e) => write!(f, "matcher overloaded: {e}"),
+            CallError::NoReplyInTime => write!(f, "matcher did not reply in time"),
+            CallError::Failed(e) => write!(f, "matcher failed: {e}"),
+            CallError::BadReply(e) => write!(f, "matcher reply unreadable: {e}"),
+        }
+    }
+}
+
+/// Reads a call's request body; None if it is not that call.
+pub fn decode_call<C: Call>(body: &[u8]) -> Option<C> {
+    serde_json::from_slice(body).ok()
+}
+
+/// The status a matcher answers a failed call with.
+pub const FAILED_STATUS: u16 = 500;
+
+/// Decodes an object's HTTP reply to call `C`: 200 carries the JSON reply,
+/// [`FAILED_STATUS`] the text of what failed.
+pub fn decode_reply<C: Call>(status: u16, body: &[u8]) -> Result<C::Reply, CallError> {
+    if status != 200 {
+        let text = String::from_utf8_lossy(body).into_owned();
+        return Err(CallError::Failed(format!("{status} {text}")));
+    }
+    serde_json::from_slice(body).map_err(|e| CallError::BadReply(e.to_string()))
+}
+
+/// Whether a platform error thrown by a stub call means "overloaded" (the
+/// platform's documented texts all start so; they must be shed, not retried).
+pub fn is_overloaded(error_text: &str) -> bool {
+    error_text.contains("Durable Object is overloaded")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<C: Call + PartialEq + std::fmt::Debug>(call: C) {
+        let text = serde_json::to_string(&call).unwrap();
+        assert_eq!(serde_json::from_str::<C>(&text).unwrap(), call);
+    }
+
+    #[test]
+    fn calls_round_trip_through_json() {
+        round_trip(PollRequest {
+            poll: Poll {
+                sid: "s".into(),
+                nat: Nat::Open,
+                proxy_type: ProxyType::Webext,
+                clients: 3,
+            },
+            seen: ProxySeen {
+                with_relay_pattern: true,
+                country: Some("CA".into()),
+                ip: "129.97.208.23".parse().ok(),
+            },
+        });
+        round_trip(OfferRequest {
+            offer: Offer {
+                offer: "o\"".into(),
+                nat: Nat::Unknown,
+                relay_url: "wss://x/".into(),
+                started_at: 5,
+            },
+            method: Rendezvous::Ampcache,
+            country: None,
+        });
+        round_trip(RejectedPoll {
+            nat: Nat::Unknown,
+            proxy_type: ProxyType::Badge,
+            with_relay_pattern: false,
+        });
+        round_trip(AnswerRequest {
+            sid: "s".into(),
+            answer: "a".into(),
+        });
+        round_trip(CensusRequest);
+        round_trip(LiveMetricsRequest);
+        round_trip(ClosedPeriodsRequest);
+    }
+
+    #[test]
+    fn replies_decode_only_as_their_own_type() {
+        let body = serde_json::to_vec(&PollReply::NoMatch).unwrap();
+        assert_eq!(
+            decode_reply::<PollRequest>(200, &body),
+            Ok(PollReply::NoMatch)
+        );
+        assert!(matches!(
+            decode_reply::<OfferRequest>(200, &body),
+            Err(CallError::BadReply(_))
+        ));
+        assert_eq!(
+            decode_reply::<PollRequest>(500, b"storage: put failed"),
+            Err(CallError::Failed("500 storage: put failed".into()))
+        );
+    }
+
+    #[test]
+    fn recognises_the_platforms_overload_errors() {
+        assert!(is_overloaded(
+            "Error: Durable Object is overloaded. Too many requests queued."
+        ));
+        assert!(!is_overloaded("Network connection lost."));
+    }
+}

@@ -1,0 +1,59 @@
+//! One broker to the outside: what every shard answered, merged as numbers
+//! and sets, then rendered once. The text is the same whether the numbers
+//! came from one shard or many, because rounding happens only here.
+
+use super::api::{ClosedPeriod, LiveMetrics};
+use super::Census;
+use crate::metrics::{prometheus, PeriodStats};
+use std::collections::{BTreeMap, HashMap};
+
+/// The `/debug` counts of every shard together.
+pub fn census(shards: impl IntoIterator<Item = Census>) -> Census {
+    let mut by_type = HashMap::new();
+    let mut by_nat = HashMap::new();
+    let mut total = Census::default();
+    for c in shards {
+        total.sessions = total.sessions.saturating_add(c.sessions);
+        total.parked_polls = total.parked_polls.saturating_add(c.parked_polls);
+        total.waiting_clients = total.waiting_clients.saturating_add(c.waiting_clients);
+        for (t, n) in c.by_type {
+            *by_type.entry(t).or_insert(0usize) += n;
+        }
+        for (nat, n) in c.by_nat {
+            *by_nat.entry(nat).or_insert(0usize) += n;
+        }
+    }
+    total.by_type = by_type.into_iter().collect();
+    total.by_type.sort();
+    total.by_nat = by_nat.into_iter().collect();
+    total.by_nat.sort();
+    total
+}
+
+/// The `/prometheus` text of every shard's live metrics together.
+pub fn prometheus_text(shards: impl IntoIterator<Item = LiveMetrics>) -> String {
+    let mut total = LiveMetrics::default();
+    for m in shards {
+        total.lifetime.merge(&m.lifetime);
+        total.available.merge(&m.available);
+    }
+    prometheus::render(&total.lifetime, &total.available)
+}
+
+/// The `/metrics` text: every closed period, oldest first, each the merge
+/// of what every shard counted in it.
+pub fn metrics_text(shards: impl IntoIterator<Item = Vec<ClosedPeriod>>) -> String {
+    let mut periods: BTreeMap<(u64, u64), PeriodStats> = BTreeMap::new();
+    for closed in shards {
+        for p in closed {
+            periods
+                .entry((p.end, p.seconds))
+                .or_default()
+                .merge(&p.stats);
+        }
+    }
+    periods
+        .iter()
+        .map(|((end, seconds), stats)| stats.descriptor(*end, *seconds))
+        .collect()
+}

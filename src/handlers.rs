@@ -415,13 +415,13 @@ pub fn client_country(
     xff: Option<&str>,
 ) -> Option<String> {
     let hops = usize::try_from(config.trusted_hops).unwrap_or(usize::MAX);
-    crate::metrics::client_ip(forwarded, xff, hops).and_then(locate)
+    crate::client_ip::client_ip(forwarded, xff, hops).and_then(locate)
 }
 
 /// An AMP client's country from the best candidate of its offer (N).
 pub fn offer_country(offer: &str) -> Option<String> {
-    let sdp = crate::metrics::offer_sdp(offer)?;
-    crate::metrics::best_candidate_addr(&sdp).and_then(locate)
+    let sdp = crate::client_ip::offer_sdp(offer)?;
+    crate::client_ip::best_candidate_addr(&sdp).and_then(locate)
 }
 
 /// Every AMP outcome is a 200 AMP page carrying the client JSON in armor

@@ -21,6 +21,7 @@
 )]
 
 pub mod amp;
+pub mod client_ip;
 pub mod config;
 pub mod debug;
 pub mod geoip;
@@ -29,6 +30,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod protocol;
 pub mod routes;
+pub mod scrub;
 
 #[cfg(target_arch = "wasm32")]
 mod worker;

@@ -5,10 +5,11 @@
 //! and identical output whatever the number of shards.
 
 use proptest::prelude::*;
-use snowflake_broker::metrics::client_ip::{candidates, parse_candidate, CandidateType};
+use snowflake_broker::client_ip::*;
 use snowflake_broker::metrics::*;
 use snowflake_broker::protocol::nat::Nat;
 use snowflake_broker::protocol::proxy::ProxyType;
+use snowflake_broker::scrub::scrub;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 

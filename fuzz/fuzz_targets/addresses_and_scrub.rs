@@ -1,6 +1,6 @@
-//! Addresses from untrusted text: `metrics::scrub` (log lines),
-//! `metrics::client_ip` / `proxy_ip` / `parse_addr` (forwarding headers),
-//! `metrics::offer_sdp`, `candidate_addrs`, `best_candidate_addr` (offers
+//! Addresses from untrusted text: `scrub` (log lines),
+//! `client_ip::client_ip` / `proxy_ip` / `parse_addr` (forwarding headers),
+//! `client_ip::offer_sdp`, `candidate_addrs`, `best_candidate_addr` (offers
 //! and their ICE candidates), and the geolocation wrappers
 //! `handlers::client_country` / `offer_country` on the embedded table.
 #![no_main]
@@ -11,7 +11,8 @@ mod common;
 use libfuzzer_sys::fuzz_target;
 use snowflake_broker::config::Config;
 use snowflake_broker::handlers;
-use snowflake_broker::metrics::{self, client_ip::is_public};
+use snowflake_broker::client_ip::{self, is_public};
+use snowflake_broker::scrub::scrub;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
@@ -29,13 +30,13 @@ fn address_from(data: &[u8]) -> IpAddr {
 
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
-    CONFIG.get_or_init(Config::default)
+    CONFIG.get_or_init(|| Config::from_lookup(|_| None).unwrap())
 }
 
 fuzz_target!(|data: &[u8]| {
     let text = common::text(data);
 
-    let _ = metrics::scrub(&text);
+    let _ = scrub(&text);
     // Any address written between spaces is scrubbed, whatever surrounds it
     // (scrub is not idempotent on glued text: in `[v6]:8.420::12` the first
     // pass scrubs `[v6]:8` and keeps `.420::12`, glued to the port; a second
@@ -52,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let (a, b) = text.split_at(mid);
     let line = format!("{a} {written} {b}");
-    let out = metrics::scrub(&line);
+    let out = scrub(&line);
     assert!(
         !out.contains(&format!(" {written} ")),
         "{written} left in {out:?}"
@@ -66,25 +67,25 @@ fuzz_target!(|data: &[u8]| {
     // newline into `Forwarded` and `X-Forwarded-For`.
     let (forwarded, xff) = text.split_once('\n').unwrap_or((&text, &text));
     for hops in [0, 1, 2, 7, usize::MAX] {
-        if let Some(ip) = metrics::client_ip(Some(forwarded), Some(xff), hops) {
+        if let Some(ip) = client_ip::client_ip(Some(forwarded), Some(xff), hops) {
             assert!(is_public(ip), "client_ip gave non-public {ip}");
         }
-        let _ = metrics::client_ip(None, Some(&text), hops);
-        let _ = metrics::proxy_ip(Some(forwarded), Some(xff), hops);
-        let _ = metrics::proxy_ip(Some(&text), None, hops);
+        let _ = client_ip::client_ip(None, Some(&text), hops);
+        let _ = client_ip::proxy_ip(Some(forwarded), Some(xff), hops);
+        let _ = client_ip::proxy_ip(Some(&text), None, hops);
     }
-    let _ = metrics::client_ip::parse_addr(&text);
+    let _ = client_ip::parse_addr(&text);
     let _ = handlers::client_country(config(), Some(forwarded), Some(xff));
 
     // Offers and SDPs: the input as an SDP, and as an offer's JSON.
-    let addrs = metrics::candidate_addrs(&text);
-    if let Some(best) = metrics::best_candidate_addr(&text) {
+    let addrs = client_ip::candidate_addrs(&text);
+    if let Some(best) = client_ip::best_candidate_addr(&text) {
         assert!(addrs.contains(&best));
         assert!(is_public(best));
     }
-    if let Some(sdp) = metrics::offer_sdp(&text) {
-        let _ = metrics::candidate_addrs(&sdp);
-        let _ = metrics::best_candidate_addr(&sdp);
+    if let Some(sdp) = client_ip::offer_sdp(&text) {
+        let _ = client_ip::candidate_addrs(&sdp);
+        let _ = client_ip::best_candidate_addr(&sdp);
     }
     let _ = handlers::offer_country(&text);
 });

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
-    CONFIG.get_or_init(Config::default)
+    CONFIG.get_or_init(|| Config::from_lookup(|_| None).unwrap())
 }
 
 fn check_amp(suffix: &str) {

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 fn default_config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
-    CONFIG.get_or_init(Config::default)
+    CONFIG.get_or_init(|| Config::from_lookup(|_| None).unwrap())
 }
 
 fn config_with_default_pattern() -> &'static Config {

@@ -3,7 +3,7 @@
 //!
 //! Clients reach the broker through a fronting CDN or the AMP cache, so
 //! `request.cf.country` is the CDN's country. Their address comes from the
-//! forwarding headers or the offer's candidates (`metrics::client_ip`), and
+//! forwarding headers or the offer's candidates (`client_ip`), and
 //! this module turns it into a country, as the Go broker does with Tor's
 //! `geoip`/`geoip6` files (Debian package `tor-geoipdb`, converted from the
 //! IPFire Location database).

@@ -37,22 +37,18 @@
 //! written from [`ProxySet::drain_changes`] and read back with
 //! [`ProxySet::restore`].
 
-pub mod client_ip;
 pub mod ip_key;
 pub mod labels;
 pub mod prometheus;
 pub mod proxy_set;
 pub mod recorder;
-pub mod scrub;
 pub mod stats;
 pub mod utc;
 
-pub use client_ip::{best_candidate_addr, candidate_addrs, client_ip, offer_sdp, proxy_ip};
 pub use ip_key::{IpHasher, IpKey};
 pub use labels::{bin_count, AnswerStatus, ClientStatus, Country, Rendezvous};
 pub use prometheus::{AvailableProxies, PromCounters, CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE};
 pub use proxy_set::{ProxyRecord, ProxySet};
 pub use recorder::BrokerMetrics;
-pub use scrub::scrub;
 pub use stats::{format_country_counts, PeriodCounters, PeriodStats};
 pub use utc::format_utc;

@@ -15,7 +15,7 @@ fn clean(line: &str) -> String {
     if UNSAFE.with(Cell::get) {
         line.to_string()
     } else {
-        crate::metrics::scrub(line)
+        crate::scrub::scrub(line)
     }
 }
 

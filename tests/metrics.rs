@@ -4,6 +4,9 @@
 //! and the guarantees the Durable Object shell relies on: serde round trips
 //! and identical output whatever the number of shards.
 
+// Tests report a failure by panicking (the `[lints]` table refuses it elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use proptest::prelude::*;
 use snowflake_broker::client_ip::*;
 use snowflake_broker::metrics::*;
@@ -206,12 +209,9 @@ client-ampcache-count 0
 client-ampcache-ips \nclient-sqs-count 0
 client-sqs-ips \n"
     );
-    m.period.proxies.set_change_tracking(true);
     let closed = m.take_period();
     assert_eq!(closed.counters.client_denied, 1);
-    // The next period keeps the address set's settings.
     m.proxy_accepted(key("8.8.8.8"), cc("US"), Nat::Open, ProxyType::Webext);
-    assert_eq!(m.period.proxies.drain_changes().len(), 1);
     m.take_period();
     assert_eq!(descriptor(&m), EMPTY_BLOCK);
     // Lifetime counters are not reset with the period.
@@ -615,33 +615,6 @@ fn restart_mid_period_continues_the_counts() {
     }
     assert_eq!(descriptor(&restored), descriptor(&uninterrupted));
     assert_eq!(restored.prometheus(), uninterrupted.prometheus());
-}
-
-#[test]
-fn restart_with_per_address_rows_continues_the_counts() {
-    let events = stream(2_000, 13);
-    let mut uninterrupted = BrokerMetrics::default();
-    let mut m = BrokerMetrics::default();
-    m.period.proxies.set_change_tracking(true);
-    // The shell saves counters as one value and addresses as rows.
-    let mut rows: BTreeMap<IpKey, ProxyRecord> = BTreeMap::new();
-    for (i, e) in events.iter().enumerate() {
-        apply(&mut uninterrupted, e);
-        apply(&mut m, e);
-        if i % 100 == 99 {
-            rows.extend(m.period.proxies.drain_changes());
-        }
-    }
-    rows.extend(m.period.proxies.drain_changes());
-    let counters = serde_json::to_string(&m.period.counters).unwrap();
-    let mut restored = PeriodStats {
-        counters: serde_json::from_str(&counters).unwrap(),
-        ..PeriodStats::default()
-    };
-    restored.proxies.restore(rows.clone());
-    assert_eq!(restored, uninterrupted.period);
-    assert!(restored.proxies.drain_changes().is_empty());
-    assert_eq!(restored.proxies.len(), rows.len());
 }
 
 #[test]

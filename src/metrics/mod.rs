@@ -32,10 +32,8 @@
 //! `BrokerMetrics`, `PeriodStats` and `PromCounters` are serde types meant
 //! for JSON in Durable Object storage. The address set costs 16 bytes of
 //! JSON per unique proxy address (about 1.6 MB for 100,000), close to the
-//! 2 MB limit of one storage value at upstream's scale: beyond that, store
-//! `PeriodStats::counters` as one value and the addresses one row each,
-//! written from [`ProxySet::drain_changes`] and read back with
-//! [`ProxySet::restore`].
+//! 2 MB limit of one storage value at upstream's scale (the snapshot is one
+//! value today; past that size its save fails and is logged).
 
 pub mod ip_key;
 pub mod labels;

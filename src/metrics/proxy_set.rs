@@ -17,7 +17,7 @@ use crate::protocol::nat::Nat;
 use crate::protocol::proxy::ProxyType;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Addresses one set keeps before it stops adding new ones: about 20 MB of
 /// memory, far above the ~10⁵ daily proxy addresses upstream sees, but a
@@ -48,10 +48,6 @@ impl ProxyRecord {
 #[derive(Debug, Clone)]
 pub struct ProxySet {
     records: BTreeMap<IpKey, ProxyRecord>,
-    /// Keys whose record changed since the last [`ProxySet::drain_changes`],
-    /// kept only while `tracking` (a snapshot-only store needs none).
-    changed: BTreeSet<IpKey>,
-    tracking: bool,
     limit: usize,
     /// New addresses refused because the set was full.
     dropped: u64,
@@ -61,8 +57,6 @@ impl Default for ProxySet {
     fn default() -> Self {
         ProxySet {
             records: BTreeMap::new(),
-            changed: BTreeSet::new(),
-            tracking: false,
             limit: DEFAULT_LIMIT,
             dropped: 0,
         }
@@ -84,10 +78,10 @@ impl ProxySet {
             nats: nat_bit(nat),
             types: type_bit(kind),
         };
-        self.add(key, seen, true);
+        self.add(key, seen);
     }
 
-    fn add(&mut self, key: IpKey, record: ProxyRecord, mark: bool) {
+    fn add(&mut self, key: IpKey, record: ProxyRecord) {
         let full = self.records.len() >= self.limit;
         match self.records.get_mut(&key) {
             Some(old) => {
@@ -105,62 +99,14 @@ impl ProxySet {
                 self.records.insert(key, record);
             }
         }
-        if mark && self.tracking {
-            self.changed.insert(key);
-        }
     }
 
     /// Adds every record of `other` (set union).
     pub fn merge(&mut self, other: &ProxySet) {
         for (key, record) in &other.records {
-            self.add(*key, *record, true);
+            self.add(*key, *record);
         }
         self.dropped = self.dropped.saturating_add(other.dropped);
-    }
-
-    /// Puts back records read from storage after a restart; they are not
-    /// reported as changes.
-    pub fn restore(&mut self, records: impl IntoIterator<Item = (IpKey, ProxyRecord)>) {
-        for (key, record) in records {
-            self.add(key, record, false);
-        }
-    }
-
-    /// Starts or stops recording which records change, for
-    /// [`ProxySet::drain_changes`]. Off by default.
-    pub fn set_change_tracking(&mut self, on: bool) {
-        self.tracking = on;
-        if !on {
-            self.changed.clear();
-        }
-    }
-
-    /// An empty set with the same settings (limit, change tracking), for
-    /// the next period.
-    pub fn empty_like(&self) -> ProxySet {
-        ProxySet {
-            tracking: self.tracking,
-            limit: self.limit,
-            ..ProxySet::default()
-        }
-    }
-
-    /// The records added or changed since the last call while change
-    /// tracking was on, for a store that keeps one row per address
-    /// (`INSERT OR REPLACE` is right: each record returned already includes
-    /// what was restored).
-    pub fn drain_changes(&mut self) -> Vec<(IpKey, ProxyRecord)> {
-        let changed = std::mem::take(&mut self.changed);
-        changed
-            .into_iter()
-            .filter_map(|k| self.records.get(&k).map(|r| (k, *r)))
-            .collect()
-    }
-
-    /// Changes the address limit (default [`DEFAULT_LIMIT`]); existing
-    /// records are kept.
-    pub fn set_limit(&mut self, limit: usize) {
-        self.limit = limit;
     }
 
     /// New addresses refused since this set was created because it was full.
@@ -305,34 +251,9 @@ mod tests {
     }
 
     #[test]
-    fn reports_each_change_once() {
-        let mut untracked = ProxySet::default();
-        untracked.observe(IpKey(1), ca(), Nat::Unknown, ProxyType::Webext);
-        assert!(untracked.drain_changes().is_empty());
-
-        let mut set = ProxySet::default();
-        set.set_change_tracking(true);
-        set.observe(IpKey(1), ca(), Nat::Unknown, ProxyType::Webext);
-        set.observe(IpKey(1), ca(), Nat::Unknown, ProxyType::Webext);
-        let first = set.drain_changes();
-        assert_eq!(first.len(), 1);
-        assert!(set.drain_changes().is_empty());
-        set.observe(IpKey(1), ca(), Nat::Unknown, ProxyType::Webext);
-        assert!(set.drain_changes().is_empty(), "nothing new");
-        set.observe(IpKey(1), ca(), Nat::Strict, ProxyType::Webext);
-        assert_eq!(set.drain_changes().len(), 1);
-
-        let mut restored = ProxySet::default().empty_like();
-        restored.set_change_tracking(true);
-        restored.restore(first);
-        assert!(restored.drain_changes().is_empty());
-        assert_eq!(restored.len(), 1);
-    }
-
-    #[test]
     fn stops_growing_at_its_limit() {
         let mut set = ProxySet::default();
-        set.set_limit(2);
+        set.limit = 2;
         for k in 0..5 {
             set.observe(IpKey(k), ca(), Nat::Unknown, ProxyType::Unknown);
         }

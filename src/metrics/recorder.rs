@@ -112,15 +112,10 @@ impl BrokerMetrics {
         self.available.merge(&other.available);
     }
 
-    /// Ends the period: returns its accumulator and starts an empty one
-    /// (keeping the address set's settings). Publish with
-    /// `PeriodStats::descriptor` after merging every shard's.
+    /// Ends the period: returns its accumulator and starts an empty one.
+    /// Publish with `PeriodStats::descriptor` after merging every shard's.
     pub fn take_period(&mut self) -> PeriodStats {
-        let next = PeriodStats {
-            proxies: self.period.proxies.empty_like(),
-            ..PeriodStats::default()
-        };
-        std::mem::replace(&mut self.period, next)
+        std::mem::take(&mut self.period)
     }
 
     /// The `/prometheus` text.

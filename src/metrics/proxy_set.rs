@@ -84,17 +84,8 @@ impl ProxySet {
     fn add(&mut self, key: IpKey, record: ProxyRecord) {
         let full = self.records.len() >= self.limit;
         match self.records.get_mut(&key) {
-            Some(old) => {
-                let new = old.union(record);
-                if new == *old {
-                    return;
-                }
-                *old = new;
-            }
-            None if full => {
-                self.dropped = self.dropped.saturating_add(1);
-                return;
-            }
+            Some(old) => *old = old.union(record),
+            None if full => self.dropped = self.dropped.saturating_add(1),
             None => {
                 self.records.insert(key, record);
             }
@@ -252,8 +243,10 @@ mod tests {
 
     #[test]
     fn stops_growing_at_its_limit() {
-        let mut set = ProxySet::default();
-        set.limit = 2;
+        let mut set = ProxySet {
+            limit: 2,
+            ..ProxySet::default()
+        };
         for k in 0..5 {
             set.observe(IpKey(k), ca(), Nat::Unknown, ProxyType::Unknown);
         }

@@ -105,7 +105,7 @@ pub const PROXY_POLL_TIMEOUT_MS: Setting = number_setting(
     "10000",
     1,
     25_000,
-    "how long a proxy poll is held before `no match` (Go proxies give up after 30 s)",
+    "how long a proxy poll is held before `no match`; Go proxies give up after 30 s",
 );
 pub const CLIENT_TIMEOUT_MS: Setting = number_setting(
     "CLIENT_TIMEOUT_MS",

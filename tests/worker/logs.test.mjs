@@ -25,8 +25,10 @@ test("one JSON line per request: endpoint, outcome, status, duration", async () 
     assert.ok(find("/proxy").ms >= 150, `a held poll took ${find("/proxy").ms} ms`);
     assert.equal(find("/client").outcome, "denied");
     assert.equal(find("not found").status, 404);
-    // The AMP path carries the client's offer: only the endpoint is logged.
-    assert.equal(find("/amp/client/").outcome, "amp page");
+    // The AMP path carries the client's offer: only the endpoint is logged,
+    // with the outcome the page carries (no proxy is waiting: denied).
+    assert.equal(find("/amp/client/").outcome, "denied");
+    assert.equal(find("/amp/client/").status, 200);
     assert.ok(!b.logs.some((l) => l.includes("logs-amp") || l.includes("0aaaaaaaaaaaa")), b.logs.join("\n"));
   } finally {
     await b.close();

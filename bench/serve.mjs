@@ -12,8 +12,9 @@
 //   front; no `request.cf` (proxy countries are unknown). Closest to design.md §4's
 //   "minimal matcher under `workerd serve`" measurement.
 //
-// Settings: every environment variable named in SETTINGS that is set (non-empty) is passed
-// to the Worker as a string binding, under the same name as the wrangler [vars].
+// Settings: every environment variable named in the README's settings table that is set
+// (non-empty) is passed to the Worker as a string binding, under the same name as the
+// wrangler [vars].
 //
 // Prints one line {"event":"ready","url":"http://127.0.0.1:PORT/","pid":<pid>,"runtime":…}
 // on stdout once the Worker answers (pid: the workerd process). The Worker's own output (one
@@ -24,31 +25,24 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Miniflare, Log, LogLevel } from "miniflare";
+import {
+  COMPATIBILITY_DATE,
+  COMPATIBILITY_FLAGS,
+  DEFAULT_SCRIPT,
+  REPO,
+  miniflareOptions,
+  settingsFromEnv,
+} from "../tests/support/worker.mjs";
 
-const SETTINGS = [
-  "PROXY_POLL_TIMEOUT_MS",
-  "CLIENT_TIMEOUT_MS",
-  "CLIENT_TIMEOUT_FROM",
-  "NEXT_POLL_MS",
-  "ALLOWED_RELAY_PATTERN",
-  "DEFAULT_RELAY_PATTERN",
-  "BRIDGE_LIST",
-  "MATCHER_SHARDS",
-  "MAX_PARKED_POLLS",
-  "METRICS_PERIOD_SECONDS",
-  "TRUSTED_HOPS",
-  "UNSAFE_LOGGING",
-];
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const root = REPO;
 const { values } = parseArgs({
   options: {
     runtime: { type: "string", default: "miniflare" },
     port: { type: "string", default: "0" },
-    script: { type: "string", default: path.join(root, "build/index.js") },
+    script: { type: "string", default: DEFAULT_SCRIPT },
     log: { type: "string", default: "" },
   },
 });
@@ -58,10 +52,7 @@ if (!fs.existsSync(values.script)) {
   process.exit(2);
 }
 
-const bindings = {};
-for (const name of SETTINGS) {
-  if (process.env[name] !== undefined && process.env[name] !== "") bindings[name] = process.env[name];
-}
+const bindings = settingsFromEnv();
 
 /** The workerd child Miniflare started (the process that serves the requests). */
 function workerdPid() {
@@ -116,7 +107,8 @@ const broker :Workerd.Worker = (
     (name = "index.js", esModule = embed "index.js"),
     (name = "index_bg.wasm", wasm = embed "index_bg.wasm"),
   ],
-  compatibilityDate = "2026-04-20",
+  compatibilityDate = ${capnpString(COMPATIBILITY_DATE)},
+  compatibilityFlags = [${COMPATIBILITY_FLAGS.map(capnpString).join(", ")}],
   bindings = [
     (name = "MATCHER", durableObjectNamespace = "Matcher"),
 ${vars}  ],
@@ -186,24 +178,19 @@ const sink = (stream) => {
   else stream.resume();
 };
 
-const mf = new Miniflare({
-  scriptPath: values.script,
-  modulesRoot: path.dirname(values.script),
-  modules: true,
-  modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
-  compatibilityDate: "2026-04-20",
-  durableObjects: { MATCHER: { className: "Matcher", useSQLite: true } },
-  bindings,
-  host: "127.0.0.1",
-  port: Number(values.port),
-  // A fixed `request.cf`: Miniflare must not try to fetch one from the network.
-  cf: { country: "CA", colo: "YYZ", asn: 64512 },
-  log: new Log(LogLevel.WARN),
-  handleRuntimeStdio(stdout, stderr) {
-    sink(stdout);
-    sink(stderr);
-  },
-});
+const mf = new Miniflare(
+  miniflareOptions({
+    script: values.script,
+    settings: bindings,
+    host: "127.0.0.1",
+    port: Number(values.port),
+    log: new Log(LogLevel.WARN),
+    handleRuntimeStdio(stdout, stderr) {
+      sink(stdout);
+      sink(stderr);
+    },
+  }),
+);
 
 let stopping = false;
 const stop = async () => {

@@ -3,57 +3,37 @@
 // through forward.mjs.
 //
 // Usage: node tests/e2e/broker.mjs [--port 0] [--script build/index.js]
-// Settings: every environment variable named in SETTINGS below that is set is passed to the
-// Worker as a string binding (the same names as wrangler [vars]).
+// Settings: every environment variable named in the README's settings table that is set is
+// passed to the Worker as a string binding (the same names as wrangler [vars]).
 // It prints {"event":"ready","url":"http://127.0.0.1:PORT/"} once the Worker answers.
 
-import path from "node:path";
-import fs from "node:fs";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Miniflare, Log, LogLevel } from "miniflare";
+import { DEFAULT_SCRIPT, miniflareOptions, settingsFromEnv } from "../support/worker.mjs";
 
-export const SETTINGS = [
-  "PROXY_POLL_TIMEOUT_MS",
-  "CLIENT_TIMEOUT_MS",
-  "CLIENT_TIMEOUT_FROM",
-  "ALLOWED_RELAY_PATTERN",
-  "DEFAULT_RELAY_PATTERN",
-  "BRIDGE_LIST",
-  "UNSAFE_LOGGING",
-];
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const { values } = parseArgs({
   options: {
     port: { type: "string", default: "0" },
-    script: { type: "string", default: path.join(root, "build/index.js") },
+    script: { type: "string", default: DEFAULT_SCRIPT },
   },
 });
 
-if (!fs.existsSync(values.script)) {
-  console.error(`broker: ${values.script} does not exist; run \`make build\` first`);
+const bindings = settingsFromEnv();
+let mf;
+try {
+  mf = new Miniflare(
+    miniflareOptions({
+      script: values.script,
+      settings: bindings,
+      host: "127.0.0.1",
+      port: Number(values.port),
+      log: new Log(LogLevel.INFO),
+    }),
+  );
+} catch (e) {
+  console.error(`broker: ${e.message}`);
   process.exit(2);
 }
-
-const bindings = {};
-for (const name of SETTINGS) if (process.env[name] !== undefined) bindings[name] = process.env[name];
-
-const mf = new Miniflare({
-  scriptPath: values.script,
-  modulesRoot: path.dirname(values.script),
-  modules: true,
-  modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
-  compatibilityDate: "2026-04-20",
-  durableObjects: { MATCHER: { className: "Matcher", useSQLite: true } },
-  bindings,
-  host: "127.0.0.1",
-  port: Number(values.port),
-  // A fixed `request.cf`: Miniflare must not try to fetch one from the network.
-  cf: { country: "CA", colo: "YYZ", asn: 64512 },
-  log: new Log(LogLevel.INFO),
-});
-
 const stop = async () => {
   try {
     await mf.dispose();

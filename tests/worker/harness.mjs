@@ -9,14 +9,13 @@
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import readline from "node:readline";
-import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
+import { REPO, miniflareOptions } from "../support/worker.mjs";
 
-export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export { REPO };
 export const BUILD_DIR = path.resolve(process.env.WORKER_BUILD_DIR ?? path.join(REPO, "build"));
 
 export const TEXT_PLAIN = "text/plain; charset=utf-8";
@@ -39,9 +38,6 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  */
 export async function startBroker(settings = {}, { persist = false } = {}) {
   const script = path.join(BUILD_DIR, "index.js");
-  if (!fs.existsSync(script)) {
-    throw new Error(`${script} does not exist: run \`make build\` first`);
-  }
   // The Worker's console output, line by line; echoed when WORKER_TEST_LOGS is set.
   const logs = [];
   const collect = (stream, echo) => {
@@ -50,22 +46,17 @@ export async function startBroker(settings = {}, { persist = false } = {}) {
       if (process.env.WORKER_TEST_LOGS) echo.write(`${line}\n`);
     });
   };
-  const mf = new Miniflare({
-    scriptPath: script,
-    modulesRoot: BUILD_DIR,
-    modules: true,
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
-    compatibilityDate: "2026-04-20",
-    durableObjects: { MATCHER: { className: "Matcher", useSQLite: true } },
-    durableObjectsPersist: persist,
-    bindings: settings,
-    // A fixed `request.cf`: Miniflare must not try to fetch one from the network.
-    cf: { country: "CA", colo: "YYZ", asn: 64512 },
-    handleRuntimeStdio(stdout, stderr) {
-      collect(stdout, process.stdout);
-      collect(stderr, process.stderr);
-    },
-  });
+  const mf = new Miniflare(
+    miniflareOptions({
+      script,
+      settings,
+      persist,
+      handleRuntimeStdio(stdout, stderr) {
+        collect(stdout, process.stdout);
+        collect(stderr, process.stderr);
+      },
+    }),
+  );
   const url = await mf.ready;
   return new Broker(mf, url, logs);
 }

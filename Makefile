@@ -8,7 +8,7 @@ BIN := $(HOME)/.cargo/bin
 NODE_BIN := $(CURDIR)/node_modules/.bin
 
 # worker-build would download these from GitHub, which is unreachable here:
-# point it at local copies (design.md §5).
+# point it at local copies (docs/design.md §5).
 export WASM_BINDGEN_BIN := $(BIN)/wasm-bindgen
 export ESBUILD_BIN := $(NODE_BIN)/esbuild
 export WASM_OPT_BIN := $(NODE_BIN)/wasm-opt

@@ -12,7 +12,7 @@
 #
 # Environment (all optional):
 #   BENCH_RUNTIME=miniflare    or workerd: see bench/serve.mjs (workerd = no Miniflare entry
-#                              Worker in front, as design.md §4's minimal-matcher figure)
+#                              Worker in front, as docs/design.md §4's minimal-matcher figure)
 #   BENCH_DURATION=20          measured seconds per level
 #   BENCH_OUT=DIR              where the reports go (default bench/results/<date>)
 #   BENCH_EXTRA="--arrivals poisson"   extra loadgen options for every level

@@ -9,7 +9,7 @@
 //   every request costs one extra in-process hop.
 // --runtime workerd: the same workerd binary, started directly from a generated config
 //   (tmp dir; the Matcher is SQLite-backed on local disk), with no Miniflare entry Worker in
-//   front; no `request.cf` (proxy countries are unknown). Closest to design.md §4's
+//   front; no `request.cf` (proxy countries are unknown). Closest to docs/design.md §4's
 //   "minimal matcher under `workerd serve`" measurement.
 //
 // Settings: every environment variable named in the README's settings table that is set

@@ -1,5 +1,5 @@
-//! Where a request came from, for geolocation only (design.md §2 item 4,
-//! protocol.md §12 items 7–8). Nothing here is used for access control.
+//! Where a request came from, for geolocation only (docs/design.md §2.4,
+//! docs/protocol.md §12.7–§12.8). Nothing here is used for access control.
 //!
 //! # Forwarding headers and `TRUSTED_HOPS`
 //!

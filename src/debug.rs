@@ -1,4 +1,4 @@
-//! The `/debug` page (protocol.md §1.5), in R's layout.
+//! The `/debug` page (docs/protocol.md §1.5), in R's layout.
 
 use crate::matcher::Census;
 use crate::protocol::nat::Nat;

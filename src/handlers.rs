@@ -1,6 +1,6 @@
 //! What each endpoint does, apart from talking to the matcher: validating a
 //! request into a matcher call, and turning the matcher's reply into the
-//! exact status, headers and bytes of the Go broker (protocol.md §1).
+//! exact status, headers and bytes of the Go broker (docs/protocol.md §1).
 //! Each reply carries the [`Outcome`] decided here, for the request log.
 //! The Worker shell only moves bytes between these functions and the
 //! platform, so all of this is tested natively.
@@ -425,7 +425,7 @@ pub fn offer_country(offer: &str) -> Option<String> {
 }
 
 /// Every AMP outcome is a 200 AMP page carrying the client JSON in armor
-/// (protocol.md §1.8); the cache may keep it for 15 s.
+/// (docs/protocol.md §1.8); the cache may keep it for 15 s.
 pub fn amp_page(json: &str, outcome: Outcome) -> Reply {
     Reply {
         status: 200,

@@ -1,5 +1,5 @@
 //! Which handler a request path reaches, as Go's `http.ServeMux` decides it
-//! (protocol.md §1): exact paths, the `/amp/client/` subtree, redirects for
+//! (docs/protocol.md §1): exact paths, the `/amp/client/` subtree, redirects for
 //! unclean paths, and 404 for everything else.
 
 #[derive(Debug, Clone, PartialEq, Eq)]

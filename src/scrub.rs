@@ -1,4 +1,4 @@
-//! IP address scrubbing for log lines (protocol.md §5.4, upstream `safelog`).
+//! IP address scrubbing for log lines (docs/protocol.md §5.4, upstream `safelog`).
 //!
 //! Upstream uses one large regular expression; a regex engine would bloat the
 //! wasm, so this is a single left-to-right scanner instead. It works on

@@ -1,4 +1,4 @@
-//! Acceptance tests for the AMP cache rendezvous (protocol.md §7.1, §7.2,
+//! Acceptance tests for the AMP cache rendezvous (docs/protocol.md §7.1, §7.2,
 //! §9 #10–#13, #32, #37, #54). Byte-exact on purpose: the AMP cache and the
 //! Go client both see these bytes.
 

@@ -1,4 +1,4 @@
-//! protocol.md §9's black-box cases, played against the pure core: the
+//! docs/protocol.md §9's black-box cases, played against the pure core: the
 //! handlers that validate and format requests, and the matching engine,
 //! driven synchronously with an explicit clock. The Worker shell only moves
 //! these values over HTTP, which tests/worker/ checks separately.

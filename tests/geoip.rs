@@ -91,7 +91,7 @@ fn ipv4_edges_and_gaps() {
         ("1.0.8.7", None), // gap
         ("129.96.255.255", None),
         ("129.97.0.0", Some("CA")),
-        ("129.97.208.23", Some("CA")), // protocol.md §9 test geoip line
+        ("129.97.208.23", Some("CA")), // docs/protocol.md §9 test geoip line
         ("129.97.208.24", Some("CA")),
         ("129.97.255.255", Some("CA")),
         ("129.98.0.0", None),
@@ -151,7 +151,7 @@ fn ipv4_mapped_ipv6_uses_the_ipv4_table() {
 
 #[test]
 fn tor_test_geoip_line() {
-    // protocol.md §9: broker/test_geoip's line for the metrics tests.
+    // docs/protocol.md §9: broker/test_geoip's line for the metrics tests.
     let t = match parse_tor_geoip("2170617856,2170683391,CA\n", "") {
         Ok(t) => t,
         Err(e) => panic!("{e}"),

@@ -1,5 +1,5 @@
 //! The metrics core as the broker's outputs show it: `/metrics` descriptors
-//! (protocol.md §5.1, §12.10, §9 #40–#46 and N's own tests), `/prometheus`
+//! (docs/protocol.md §5.1, §12.10, §9 #40–#46 and N's own tests), `/prometheus`
 //! text (§5.3, §12.11), log scrubbing (§5.4), client addresses (§12.7–8),
 //! and the guarantees the Durable Object shell relies on: serde round trips
 //! and identical output whatever the number of shards.

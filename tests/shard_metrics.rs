@@ -1,4 +1,4 @@
-//! protocol.md §9's metrics cases (#40-#46, adapted to N's line set and to
+//! docs/protocol.md §9's metrics cases (#40-#46, adapted to N's line set and to
 //! countries given by the platform), played through a matcher shard: every
 //! engine outcome is counted once, periods close into exact descriptors, and
 //! a snapshot restores the counts after a restart.

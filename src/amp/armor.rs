@@ -1,4 +1,4 @@
-//! AMP armor encoder (protocol.md §7.2).
+//! AMP armor encoder (docs/protocol.md §7.2).
 //!
 //! An AMP cache only serves valid AMP HTML, so the response JSON travels as
 //! base64 text inside `<pre>` elements of a minimal AMP page.

@@ -1,4 +1,4 @@
-//! AMP cache rendezvous: path decoding and armor encoding (protocol.md §7).
+//! AMP cache rendezvous: path decoding and armor encoding (docs/protocol.md §7).
 //!
 //! Censored clients reach the broker through an AMP cache, which only issues
 //! GETs and only serves AMP HTML. So the client's message rides in the URL

@@ -1,4 +1,4 @@
-//! Decoding of the AMP request path (protocol.md §7.1).
+//! Decoding of the AMP request path (docs/protocol.md §7.1).
 //!
 //! The client packs its whole 1.0 message into the URL because an AMP cache
 //! only forwards GETs: `0` + cache-busting junk + `/` + base64url(message).

@@ -1,5 +1,5 @@
 //! IP address → country, from Tor's geoip tables embedded at build time
-//! (design.md §2 item 4, protocol.md §5.2). Pure: no I/O, no network.
+//! (docs/design.md §2.4, docs/protocol.md §5.2). Pure: no I/O, no network.
 //!
 //! Clients reach the broker through a fronting CDN or the AMP cache, so
 //! `request.cf.country` is the CDN's country. Their address comes from the

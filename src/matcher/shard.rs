@@ -3,7 +3,7 @@
 //! Every outcome of the engine passes through here, so each one is counted
 //! exactly once, in one place; the Durable Object only adds channels, timers
 //! and storage. Metrics are per shard and mergeable, so the published text
-//! does not depend on how many shards there are (design.md §4).
+//! does not depend on how many shards there are (docs/design.md §4).
 
 use super::api::{
     AnswerReply, AnswerRequest, ClosedPeriod, Done, LiveMetrics, OfferReply, OfferRequest,

@@ -1,4 +1,4 @@
-//! `/prometheus`: N's metrics (protocol.md §5.3 as changed by §12.11) in the
+//! `/prometheus`: N's metrics (docs/protocol.md §5.3 as changed by §12.11) in the
 //! Prometheus text exposition format, version 0.0.4, laid out as Go's
 //! `client_golang` lays it out: families sorted by name, each with `# HELP`
 //! and `# TYPE` before its samples, label pairs sorted by label name,

@@ -1,5 +1,5 @@
 //! The per-period set of proxy addresses behind the `snowflake-ips*` lines,
-//! with N's semantics (protocol.md §12.10): one record per address, holding
+//! with N's semantics (docs/protocol.md §12.10): one record per address, holding
 //! the address's country and the NAT types and proxy types it polled with.
 //!
 //! * `snowflake-ips` and `snowflake-ips-total` count each address once;

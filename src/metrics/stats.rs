@@ -1,4 +1,4 @@
-//! The `snowflake-stats` descriptor of one period (`/metrics`, protocol.md
+//! The `snowflake-stats` descriptor of one period (`/metrics`, docs/protocol.md
 //! §5.1 with N's additions of §12.10): the accumulator and its formatter.
 //!
 //! A [`PeriodStats`] holds everything one period's block needs. It is

@@ -1,4 +1,4 @@
-//! The bridge list (`BRIDGE_LIST`, protocol.md §4.1): one JSON object per line
+//! The bridge list (`BRIDGE_LIST`, docs/protocol.md §4.1): one JSON object per line
 //! with `displayName`, `webSocketAddress` and `fingerprint`.
 
 use super::fingerprint::{Fingerprint, DEFAULT_FINGERPRINT};

@@ -1,4 +1,4 @@
-//! Messages between clients and the broker (protocol.md §2.3-§2.5).
+//! Messages between clients and the broker (docs/protocol.md §2.3-§2.5).
 
 use super::fingerprint::{Fingerprint, DEFAULT_FINGERPRINT};
 use super::json::{parse_object, push_go_string};

@@ -1,6 +1,6 @@
 //! Bridge fingerprints: hex strings of 20 (RSA identity) or 32 bytes.
 
-/// The bridge a client means when it names none (protocol.md §2.3).
+/// The bridge a client means when it names none (docs/protocol.md §2.3).
 pub const DEFAULT_FINGERPRINT: &str = "2B280B23E1107BB62ABFC40DDCC8824814F80A72";
 
 /// A decoded fingerprint; compared by bytes, so hex case does not matter.

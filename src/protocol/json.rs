@@ -258,7 +258,7 @@ fn type_error(v: &Value, go_field: &str, go_type: &str) -> JsonError {
 
 /// Appends `s` as a JSON string literal escaped exactly like Go 1.21's
 /// `json.Marshal`: HTML-safe (`<`, `>`, `&`), U+2028/U+2029 escaped, and
-/// `\u0008`/`\u000c` rather than `\b`/`\f` (protocol.md §2.0, §13).
+/// `\u0008`/`\u000c` rather than `\b`/`\f` (docs/protocol.md §2.0, §13).
 pub fn push_go_string(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);

@@ -8,13 +8,13 @@ pub enum Nat {
     Unknown,
     Restricted,
     Unrestricted,
-    // N's three-way names (design.md §2.2).
+    // N's three-way names (docs/design.md §2.2).
     Open,
     Moderate,
     Strict,
 }
 
-/// The three proxy pools of N (protocol.md §12.1).
+/// The three proxy pools of N (docs/protocol.md §12.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pool {
     Open,

@@ -1,4 +1,4 @@
-//! Messages between proxies and the broker (protocol.md §2.1, §2.2, §12.2).
+//! Messages between proxies and the broker (docs/protocol.md §2.1, §2.2, §12.2).
 
 use super::json::{parse_object, push_go_string, Field, JsonError};
 use super::nat::Nat;

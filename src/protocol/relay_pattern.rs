@@ -1,4 +1,4 @@
-//! Relay hostname patterns ("namematcher", protocol.md §4.3): `suffix$` or
+//! Relay hostname patterns ("namematcher", docs/protocol.md §4.3): `suffix$` or
 //! `^exact$`, characters literal, no label boundaries.
 
 #[derive(Debug, Clone, PartialEq, Eq)]

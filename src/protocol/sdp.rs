@@ -1,4 +1,4 @@
-//! N's structural check of offers and answers (protocol.md §12.6): the string
+//! N's structural check of offers and answers (docs/protocol.md §12.6): the string
 //! must be a JSON object `{"type": <offer|pranswer|answer|rollback>, "sdp": <string>}`.
 
 use super::json::parse_object;

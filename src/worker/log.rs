@@ -1,5 +1,5 @@
 //! Logging for Workers Logs / `wrangler tail`: addresses are scrubbed from
-//! every line unless `UNSAFE_LOGGING=true` (protocol.md §5.4).
+//! every line unless `UNSAFE_LOGGING=true` (docs/protocol.md §5.4).
 
 use std::cell::Cell;
 

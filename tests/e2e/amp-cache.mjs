@@ -1,6 +1,6 @@
 // A stand-in for the Google AMP cache, for the end-to-end AMP test. A Snowflake client with
 // `ampcache=<cache>` and `front=<this server>` sends the cache's form of the broker URL
-// (protocol.md §7.3):
+// (docs/protocol.md §7.3):
 //   GET /c/[s/]<publisher host>/<publisher path>      Host: <domain prefix>.<cache host>
 // This server checks that form (the Host must carry the domain prefix of the publisher host,
 // computed as the AMP cache does), maps the publisher host to the broker it is given with
@@ -67,13 +67,13 @@ function base32(buf) {
   return out;
 }
 
-// The client poll carried in /amp/client/0<cache-busting>/<base64url> (protocol.md §7.1).
+// The client poll carried in /amp/client/0<cache-busting>/<base64url> (docs/protocol.md §7.1).
 function decodePollPath(p) {
   const m = /^\/amp\/client\/0(?:.*\/)?([A-Za-z0-9_-]*)$/.exec(p);
   return m ? Buffer.from(m[1], "base64url").toString() : null;
 }
 
-// The JSON inside the broker's AMP armor (protocol.md §7.2 "Decoder"; enough for the broker's
+// The JSON inside the broker's AMP armor (docs/protocol.md §7.2 "Decoder"; enough for the broker's
 // own output: <pre> elements without nested tags).
 function decodeArmor(html) {
   const text = [...html.matchAll(/<pre>([\s\S]*?)<\/pre>/g)].map((m) => m[1]).join("").replace(/[\t\n\f\r ]/g, "");

@@ -1,5 +1,6 @@
 // Test 3: AMP cache rendezvous with real Go peers. An unmodified snowflake-client (Debian
-// 2.5.1) is given the bridge-line arguments of the AMP cache channel (protocol.md §7.3, §10.1):
+// 2.5.1) is given the bridge-line arguments of the AMP cache channel
+// (docs/protocol.md §7.3, §10.1):
 //   url=https://snowflake-broker.torproject.net/   the broker, as the AMP "publisher" URL
 //   ampcache=http://cdn.ampproject.org/            the cache, whose host goes into Host
 //   front=127.0.0.1:8790                           where the connection really goes: amp-cache.mjs
@@ -16,7 +17,7 @@ import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerInto, waitF
 
 const PUBLISHER = "snowflake-broker.torproject.net";
 const CACHE = "cdn.ampproject.org";
-// The cache URL the client must build for PUBLISHER (protocol.md §7.3).
+// The cache URL the client must build for PUBLISHER (docs/protocol.md §7.3).
 const CACHE_HOST = "snowflake--broker-torproject-net.cdn.ampproject.org";
 const CACHE_PATH = /^\/c\/s\/snowflake-broker\.torproject\.net\/amp\/client\/0[A-Za-z0-9_-]{12}\/[A-Za-z0-9_-]+$/;
 

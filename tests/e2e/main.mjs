@@ -36,7 +36,7 @@ const runner = new Runner({ logDir, runDir, verbose: opt.verbose });
 
 // The relay's host is 127.0.0.1, so the bridge list, the broker's ALLOWED_RELAY_PATTERN and
 // the proxies' pattern all name it: the proxies' pattern must be a suffix of the broker's
-// (protocol.md §4.3) and the relay URL's host must match the proxies' pattern.
+// (docs/protocol.md §4.3) and the relay URL's host must match the proxies' pattern.
 const relayPattern = process.env.E2E_RELAY_PATTERN ?? "127.0.0.1$";
 const relayUrl = `ws://${NS.relay}/`;
 const settings = {

@@ -1,4 +1,4 @@
-//! A test-only AMP armor decoder, written from protocol.md §7.2 "Decoder"
+//! A test-only AMP armor decoder, written from docs/protocol.md §7.2 "Decoder"
 //! (the Go client's behaviour), to check the broker's encoder end to end.
 //!
 //! It is a small HTML tokenizer: enough for comments, doctype, tags with

@@ -1,6 +1,6 @@
 // GET /amp/client/<path>: the AMP cache rendezvous. Every outcome is a 200 AMP page carrying
 // the client JSON in armor; the path carries the 1.0 message.
-// protocol.md §1.8, §7.1, §7.2, §9 #10-#13, #32b-#37; design.md §2.
+// docs/protocol.md §1.8, §7.1, §7.2, §9 #10-#13, #32b-#37; docs/design.md §2.
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";

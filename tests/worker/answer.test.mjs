@@ -1,5 +1,5 @@
 // POST /answer: the a=candidate check, decoding, N's structural check, delivery and client gone.
-// protocol.md §1.4, §2.2, §3.5, §3.6, §9 #16-#18, #29-#31; design.md §2.1.
+// docs/protocol.md §1.4, §2.2, §3.5, §3.6, §9 #16-#18, #29-#31; docs/design.md §2.1.
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -41,7 +41,7 @@ describe("client gone (§3.5)", () => {
     assertText(res, 200, CLIENT_GONE, { cors: true });
   });
 
-  test("a Sid that is polling but not matched: client gone at once, and the poll keeps waiting (design.md §2.1)", async () => {
+  test("a Sid that is polling but not matched: client gone at once, and the poll keeps waiting (docs/design.md §2.1)", async () => {
     const sid = newSid();
     const parked = await b.park({ sid, nat: "open" });
     const res = await b.answer(sid, answerJson());

@@ -1,6 +1,6 @@
 // POST /client in the 1.0 format: decoding and its error texts, denial, answer delivery,
 // timeouts from the request or from the match.
-// protocol.md §1.3, §2.3, §2.4, §3.2, §9 #1-#5, #32-#36; design.md §2.
+// docs/protocol.md §1.3, §2.3, §2.4, §3.2, §9 #1-#5, #32-#36; docs/design.md §2.
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -231,7 +231,7 @@ describe("1.0 decoding errors: 200 with the exact error text (§2.3, §9 #32-#36
   });
 });
 
-describe("CLIENT_TIMEOUT_FROM (design.md §2.3)", () => {
+describe("CLIENT_TIMEOUT_FROM (docs/design.md §2.3)", () => {
   // The request's body arrives SLOW ms after its headers: with `request` the wait is counted
   // from the headers, with `match` from the match, which comes only once the body is read.
   const SLOW = 550;

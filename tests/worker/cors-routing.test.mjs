@@ -1,7 +1,7 @@
 // Routing as Go's ServeMux does it, CORS headers and the OPTIONS short-circuit, /robots.txt,
 // /debug, /metrics, /prometheus, 404s and 301s, and the edge's gzip.
-// protocol.md §1 (table, CORS, Content-Type, unknown paths, path normalisation), §1.1, §1.5-§1.7,
-// §9 #48-#51.
+// docs/protocol.md §1 (table, CORS, Content-Type, unknown paths, path normalisation), §1.1,
+// §1.5-§1.7, §9 #48-#51.
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -73,7 +73,7 @@ describe("CORS and OPTIONS", () => {
     assertText(await b.post("/client", "x", origin), 200, '{"error":"unsupported message version"}', { cors: true });
     assertText(await b.get("/debug", origin), 200, EMPTY_DEBUG, { cors: true });
     assertMetricsResponse(await b.get("/metrics", origin));
-    // The AMP subtree is wrapped whatever its handler answers (protocol.md §1.8).
+    // The AMP subtree is wrapped whatever its handler answers (docs/protocol.md §1.8).
     assertCors(await b.get("/amp/client/0abc/MS4w", origin), true);
   });
 });

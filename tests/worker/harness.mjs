@@ -397,7 +397,7 @@ export function assertEmpty(res, status, { cors } = {}) {
 }
 
 /**
- * /metrics as R serves it with --metrics-log (protocol.md §1.6): 200 text/plain with the
+ * /metrics as R serves it with --metrics-log (docs/protocol.md §1.6): 200 text/plain with the
  * CORS headers and the whole log, which is empty until the first period ends.
  */
 export function assertMetricsResponse(res) {
@@ -406,7 +406,7 @@ export function assertMetricsResponse(res) {
 }
 
 /**
- * /prometheus (protocol.md §1.7): 200 in the Prometheus text format, never with CORS.
+ * /prometheus (docs/protocol.md §1.7): 200 in the Prometheus text format, never with CORS.
  */
 export function assertPrometheusResponse(res) {
   assertCors(res, false);

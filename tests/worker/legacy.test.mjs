@@ -1,6 +1,6 @@
 // POST /client in the legacy format (the body starts with `{`; NAT in Snowflake-NAT-Type):
-// bare answer, 503, 504, and design.md's 400 instead of R's dropped connection.
-// protocol.md §1.3 step 6, §2.5, §9 #6-#9, #32a; design.md §2.1.
+// bare answer, 503, 504, and the 400 of docs/design.md §2.1 instead of R's dropped connection.
+// docs/protocol.md §1.3 step 6, §2.5, §9 #6-#9, #32a; docs/design.md §2.1.
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -96,7 +96,7 @@ describe("Snowflake-NAT-Type", () => {
   });
 });
 
-describe("refused: 400 with an empty body instead of R's dropped connection (design.md §2.1)", () => {
+describe("refused: 400 with an empty body instead of R's dropped connection (docs/design.md §2.1)", () => {
   test("invalid NAT values and malformed offers, none of which takes the waiting proxy", async () => {
     const sid = newSid();
     const parked = await b.park({ sid, nat: "unrestricted" });

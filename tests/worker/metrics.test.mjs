@@ -1,4 +1,4 @@
-// Metrics of the built Worker over HTTP: protocol.md §9's metrics cases with
+// Metrics of the built Worker over HTTP: docs/protocol.md §9's metrics cases with
 // countries from request.cf and from the CDN's headers, short periods closed
 // by the Durable Object's alarm, Prometheus text checked by promtool, and the
 // counts surviving a restart on persisted storage.

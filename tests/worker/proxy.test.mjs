@@ -1,5 +1,5 @@
 // POST /proxy: decoding, relay patterns, the long poll, N's pools and the load order.
-// protocol.md §1.2, §2.1, §3, §4.3, §9 #14-#28, #38, #47; design.md §2.
+// docs/protocol.md §1.2, §2.1, §3, §4.3, §9 #14-#28, #38, #47; docs/design.md §2.
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -181,7 +181,7 @@ describe("decoding (§2.1)", () => {
   });
 });
 
-describe("relay patterns (§4.3, design.md §2: default snowflake.torproject.net$)", () => {
+describe("relay patterns (§4.3, docs/design.md §2: default snowflake.torproject.net$)", () => {
   test("patterns that are not a superset of the broker's, and polls without one, get incorrect relay pattern at once with NextPoll 3600000 (§9 #38)", async () => {
     const b = short;
     const refused = {
@@ -215,7 +215,7 @@ describe("relay patterns (§4.3, design.md §2: default snowflake.torproject.net
   });
 });
 
-describe("one live poll per Sid (design.md §2.1)", () => {
+describe("one live poll per Sid (docs/design.md §2.1)", () => {
   test("a second poll with the same Sid ends the first with no match at once and takes its place, with its own NAT", async () => {
     const b = long;
     const sid = newSid();

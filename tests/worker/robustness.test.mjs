@@ -1,6 +1,6 @@
 // Bad input of every kind never disturbs other parked requests; the 100000-byte body limit;
 // odd Sids; many concurrent rendezvous; the match-versus-timeout decision is atomic.
-// protocol.md §1 (body limit), §3.3, §3.6, §9 #18; design.md §2.1, §3.
+// docs/protocol.md §1 (body limit), §3.3, §3.6, §9 #18; docs/design.md §2.1, §3.
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -259,7 +259,7 @@ describe("concurrency", () => {
   });
 });
 
-describe("match versus timeout is atomic (design.md §2.1)", () => {
+describe("match versus timeout is atomic (docs/design.md §2.1)", () => {
   let t;
   const POLL = 300;
   before(async () => {

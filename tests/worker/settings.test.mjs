@@ -1,7 +1,7 @@
-// Settings (design.md §2.3): BRIDGE_LIST, ALLOWED_RELAY_PATTERN / DEFAULT_RELAY_PATTERN,
+// Settings (docs/design.md §2.3): BRIDGE_LIST, ALLOWED_RELAY_PATTERN / DEFAULT_RELAY_PATTERN,
 // NEXT_POLL_MS, MAX_PARKED_POLLS, and what a malformed setting does: never a crash, a 500 for
 // matching requests, an explanation on /debug.
-// protocol.md §4.1-§4.3, §9 #36, #39, #52; design.md §2.1-§2.3, §3.
+// docs/protocol.md §4.1-§4.3, §9 #36, #39, #52; docs/design.md §2.1-§2.3, §3.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -40,7 +40,7 @@ async function rendezvous(b, fields, { relay, nextPoll } = {}) {
   assertText(await client, 200, clientAnswer(answer), { cors: true });
 }
 
-describe("a malformed setting never crashes the Worker (design.md §2.3)", () => {
+describe("a malformed setting never crashes the Worker (docs/design.md §2.3)", () => {
   const broken = {
     "BRIDGE_LIST {": [{ BRIDGE_LIST: "{" }, "BRIDGE_LIST", null],
     "PROXY_POLL_TIMEOUT_MS ten": [{ PROXY_POLL_TIMEOUT_MS: "ten" }, "PROXY_POLL_TIMEOUT_MS", 'setting PROXY_POLL_TIMEOUT_MS is invalid: "ten" is not a whole number'],

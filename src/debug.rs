@@ -6,9 +6,9 @@ use crate::protocol::proxy::ProxyType;
 use std::fmt::Write;
 
 /// R's text: sessions by known proxy type (only those with some), unknown
-/// types, then NAT counts. R counts any NAT other than `restricted` and
-/// `unrestricted` as unknown; we keep that layout and add the N names to the
-/// R class they behave like, so the page stays parseable by existing tools.
+/// types, then NAT counts. When some proxy said `strict`, `moderate` or
+/// `open`, N's layout: those three lines come before `unknown`, so the page
+/// shows what proxies said; otherwise R's exact three NAT lines.
 /// Known types come in a fixed order (Go's map order is random).
 pub fn render(census: &Census, problems: &[String]) -> String {
     let count_type = |t: ProxyType| {
@@ -19,11 +19,11 @@ pub fn render(census: &Census, problems: &[String]) -> String {
             .map(|(_, n)| n)
             .sum::<usize>()
     };
-    let count_nat = |nats: &[Nat]| {
+    let count_nat = |nat: Nat| {
         census
             .by_nat
             .iter()
-            .filter(|(k, _)| nats.contains(k))
+            .filter(|(k, _)| *k == nat)
             .map(|(_, n)| n)
             .sum::<usize>()
     };
@@ -37,12 +37,18 @@ pub fn render(census: &Census, problems: &[String]) -> String {
     }
     let _ = write!(
         out,
-        "\tunknown proxies: {}\nNAT Types available:\n\trestricted: {}\n\tunrestricted: {}\n\tunknown: {}",
+        "\tunknown proxies: {}\nNAT Types available:\n\trestricted: {}\n\tunrestricted: {}",
         count_type(ProxyType::Unknown),
-        count_nat(&[Nat::Restricted, Nat::Strict]),
-        count_nat(&[Nat::Unrestricted, Nat::Open]),
-        count_nat(&[Nat::Unknown, Nat::Moderate]),
+        count_nat(Nat::Restricted),
+        count_nat(Nat::Unrestricted),
     );
+    let n_names = [Nat::Strict, Nat::Moderate, Nat::Open];
+    if n_names.iter().any(|&nat| count_nat(nat) > 0) {
+        for nat in n_names {
+            let _ = write!(out, "\n\t{}: {}", nat.as_str(), count_nat(nat));
+        }
+    }
+    let _ = write!(out, "\n\tunknown: {}", count_nat(Nat::Unknown));
     for problem in problems {
         let _ = write!(out, "\n{problem}");
     }
@@ -76,7 +82,20 @@ mod tests {
         };
         assert_eq!(
             render(&census, &["warning: x".into()]),
-            "current snowflakes available: 4\n\tstandalone proxies: 1\n\twebext proxies: 2\n\tunknown proxies: 1\nNAT Types available:\n\trestricted: 2\n\tunrestricted: 1\n\tunknown: 1\nwarning: x"
+            "current snowflakes available: 4\n\tstandalone proxies: 1\n\twebext proxies: 2\n\tunknown proxies: 1\nNAT Types available:\n\trestricted: 2\n\tunrestricted: 0\n\tstrict: 0\n\tmoderate: 0\n\topen: 1\n\tunknown: 1\nwarning: x"
+        );
+        // Only R's names present: R's exact lines.
+        let census = Census {
+            by_nat: vec![
+                (Nat::Unknown, 1),
+                (Nat::Restricted, 2),
+                (Nat::Unrestricted, 1),
+            ],
+            ..census
+        };
+        assert_eq!(
+            render(&census, &[]),
+            "current snowflakes available: 4\n\tstandalone proxies: 1\n\twebext proxies: 2\n\tunknown proxies: 1\nNAT Types available:\n\trestricted: 2\n\tunrestricted: 1\n\tunknown: 1"
         );
     }
 }

@@ -4,12 +4,20 @@
 //! these values over HTTP, which tests/worker/ checks separately.
 
 // Tests report a failure by panicking (the `[lints]` table refuses it elsewhere).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use futures_channel::oneshot;
 use snowflake_broker::config::{Config, TimeoutFrom};
 use snowflake_broker::handlers::{self, ClientFormat, Outcome, PollCheck, Reply};
-use snowflake_broker::matcher::api::{AnswerRequest, OfferRequest, PollRequest, ProxySeen};
+use snowflake_broker::matcher::api::{
+    decode_reply, AnswerRequest, CallError, ClosedPeriodsRequest, OfferRequest, PollRequest,
+    ProxySeen,
+};
 use snowflake_broker::matcher::shard::{Shard, Started};
 use snowflake_broker::matcher::waiters::Waiters;
 use snowflake_broker::matcher::{OfferReply, PollReply, Settings, Ticket, Wake};
@@ -687,4 +695,57 @@ fn answers_reach_exactly_their_own_client() {
             serde_json::from_str(v["answer"].as_str().unwrap()).unwrap();
         assert_eq!(answer["sdp"], format!("echo of offer {i} a=candidate"));
     }
+}
+
+/// When the matcher fails, the operator's log says what failed and every
+/// caller still gets its protocol's own reply: a proxy is told `no match`
+/// and to come back later, a client that no proxy is available, a proxy's
+/// answer that its client is gone, and a page `500` with the reason.
+#[test]
+fn matcher_failures_log_what_failed_and_answer_in_protocol_terms() {
+    let config = defaults();
+    // The object answered that its storage failed (as matcher_do replies).
+    let storage = decode_reply::<ClosedPeriodsRequest>(500, b"storage: SQLITE_FULL").unwrap_err();
+    // The platform threw: the object could not be reached.
+    let unreachable = CallError::Unreachable("Network connection lost.".into());
+    assert_eq!(
+        storage.log_line("/closed-periods"),
+        "snowflake-broker: /closed-periods: matcher failed: 500 storage: SQLITE_FULL"
+    );
+    assert_eq!(
+        unreachable.log_line("/poll"),
+        "snowflake-broker: /poll: matcher unreachable: Network connection lost."
+    );
+    assert_eq!(
+        handlers::page_failed(&storage),
+        Reply::text(
+            500,
+            "broker error: matcher failed: 500 storage: SQLITE_FULL\n"
+        )
+        .outcome(Outcome::BrokerError)
+    );
+    assert_eq!(
+        handlers::proxy_poll_failed(&config),
+        text(
+            Outcome::BrokerError,
+            r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":60000,"RelayURL":""}"#
+        )
+    );
+    assert_eq!(
+        handlers::client_failed(ClientFormat::V1),
+        text(
+            Outcome::BrokerError,
+            r#"{"error":"no snowflake proxies currently available"}"#
+        )
+    );
+    assert_eq!(
+        handlers::client_failed(ClientFormat::Legacy),
+        Reply::empty(503).outcome(Outcome::BrokerError)
+    );
+    assert_eq!(
+        handlers::answer_failed(),
+        text(Outcome::BrokerError, r#"{"Status":"client gone"}"#)
+    );
+    assert_eq!(handlers::amp_failed().outcome, Outcome::BrokerError);
+    assert_eq!(handlers::amp_failed().status, 200);
 }

@@ -4,7 +4,12 @@
 //! and nothing outlives its deadline.
 
 // Tests report a failure by panicking (the `[lints]` table refuses it elsewhere).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use proptest::prelude::*;
 use snowflake_broker::config::TimeoutFrom;

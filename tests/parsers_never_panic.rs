@@ -2,7 +2,12 @@
 //! whatever bytes arrive (a panic would reset every Durable Object).
 
 // Tests report a failure by panicking (the `[lints]` table refuses it elsewhere).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use proptest::prelude::*;
 use snowflake_broker::config::Config;

@@ -3,7 +3,12 @@
 //! an operator reading either sees what the code does.
 
 // Tests report a failure by panicking (the `[lints]` table refuses it elsewhere).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use snowflake_broker::config::{Config, DefaultValue, Setting, SETTINGS};
 use std::collections::BTreeMap;

@@ -4,7 +4,12 @@
 //! a snapshot restores the counts after a restart.
 
 // Tests report a failure by panicking (the `[lints]` table refuses it elsewhere).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use snowflake_broker::config::TimeoutFrom;
 use snowflake_broker::matcher::api::{

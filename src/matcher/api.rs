@@ -184,6 +184,14 @@ impl std::fmt::Display for CallError {
     }
 }
 
+impl CallError {
+    /// The Worker's log line for a failed call to `path`: distinct for each
+    /// kind of failure, and naming what failed (storage, platform text).
+    pub fn log_line(&self, path: &str) -> String {
+        format!("snowflake-broker: {path}: {self}")
+    }
+}
+
 /// Reads a call's request body; None if it is not that call.
 pub fn decode_call<C: Call>(body: &[u8]) -> Option<C> {
     serde_json::from_slice(body).ok()

@@ -89,7 +89,7 @@ async fn ask<C: Call>(
 ) -> std::result::Result<C::Reply, CallError> {
     let reply = js::call(env, MATCHER, SHARD, call, signal, wait_ms).await;
     if let Err(e) = &reply {
-        log::error(&format!("snowflake-broker: {}: {e}", C::PATH));
+        log::error(&e.log_line(C::PATH));
     }
     reply
 }

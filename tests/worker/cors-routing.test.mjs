@@ -99,7 +99,7 @@ describe("fixed endpoints", () => {
     assertText(await b.get("/debug?verbose=1"), 200, EMPTY_DEBUG, { cors: true });
   });
 
-  test("/debug lists known types in a fixed order, only those present, and counts N's NAT names in R's lines", async () => {
+  test("/debug lists known types in a fixed order, only those present, and shows N's NAT names in N's layout", async () => {
     const polls = [
       { type: "bloco", nat: "strict" },
       { type: "iptproxy", nat: "moderate" },
@@ -117,9 +117,10 @@ describe("fixed endpoints", () => {
         sessions: 7,
         types: { standalone: 1, webext: 2, badge: 1, iptproxy: 1, bloco: 1 },
         unknownTypes: 1,
-        restricted: 2,
-        unrestricted: 3,
-        unknown: 2,
+        restricted: 1,
+        unrestricted: 1,
+        unknown: 1,
+        nNames: { strict: 1, moderate: 1, open: 2 },
       }),
     );
     // Types with no proxy are left out, and so is every line of a type that is gone.

@@ -421,13 +421,16 @@ export function assertBetween(ms, lo, hi, what = "time") {
 }
 
 /** The /debug text for these counts (types in the fixed order; only types with n > 0). */
-export function debugText({ sessions = 0, types = {}, unknownTypes = 0, restricted = 0, unrestricted = 0, unknown = 0, problems = [] } = {}) {
+// `nNames` ({ strict, moderate, open }): N's layout, used once a proxy said one of them.
+export function debugText({ sessions = 0, types = {}, unknownTypes = 0, restricted = 0, unrestricted = 0, unknown = 0, nNames = null, problems = [] } = {}) {
   let out = `current snowflakes available: ${sessions}\n`;
   for (const t of ["standalone", "webext", "badge", "iptproxy", "bloco"]) {
     if (types[t]) out += `\t${t} proxies: ${types[t]}\n`;
   }
   out += `\tunknown proxies: ${unknownTypes}\nNAT Types available:\n`;
-  out += `\trestricted: ${restricted}\n\tunrestricted: ${unrestricted}\n\tunknown: ${unknown}`;
+  out += `\trestricted: ${restricted}\n\tunrestricted: ${unrestricted}\n`;
+  if (nNames) out += `\tstrict: ${nNames.strict ?? 0}\n\tmoderate: ${nNames.moderate ?? 0}\n\topen: ${nNames.open ?? 0}\n`;
+  out += `\tunknown: ${unknown}`;
   for (const p of problems) out += `\n${p}`;
   return out;
 }

@@ -164,6 +164,15 @@ pub fn robots() -> Reply {
     Reply::text(200, "User-agent: *\nDisallow: /\n")
 }
 
+/// Whether a request's `Content-Length` already says its body is over the
+/// limit: such a body is refused without reading a byte of it. (A length
+/// that does not parse is left to the platform, which frames the body.)
+pub fn declared_too_large(content_length: Option<&str>) -> bool {
+    content_length
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > READ_LIMIT as u64)
+}
+
 /// Bodies over the limit are refused as Go's `MaxBytesReader` refuses them.
 pub fn within_limit(body: &[u8]) -> Result<&[u8], Reply> {
     if body.len() > READ_LIMIT {

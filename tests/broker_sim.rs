@@ -749,3 +749,14 @@ fn matcher_failures_log_what_failed_and_answer_in_protocol_terms() {
     assert_eq!(handlers::amp_failed().outcome, Outcome::BrokerError);
     assert_eq!(handlers::amp_failed().status, 200);
 }
+
+#[test]
+fn a_declared_length_over_the_limit_is_refused_unread() {
+    use snowflake_broker::handlers::declared_too_large;
+    assert!(!declared_too_large(None));
+    assert!(!declared_too_large(Some("100000")));
+    assert!(declared_too_large(Some("100001")));
+    assert!(declared_too_large(Some(" 2147483648 ")));
+    assert!(declared_too_large(Some("18446744073709551615")));
+    assert!(!declared_too_large(Some("nonsense")));
+}

@@ -16,7 +16,9 @@ use crate::matcher::api::{
 };
 use crate::matcher::merge;
 use crate::metrics::Rendezvous;
+use crate::protocol::READ_LIMIT;
 use crate::routes::{self, Route};
+use futures_util::StreamExt;
 use wasm_bindgen::JsValue;
 use worker::{event, Context, Env, Headers, Method, Request, Response, Result};
 
@@ -106,9 +108,32 @@ pub(crate) async fn rendezvous(
     ask(env, request, signal, wait).await
 }
 
-/// Reads a body the Worker will parse; `None` if it could not be read.
+/// Reads a body the Worker will parse, never more than `READ_LIMIT` bytes of
+/// it; `None` (answered 400, as Go's `MaxBytesReader` answers) if it is over
+/// the limit or could not be read. An attacker-sized body must not be
+/// buffered: a 2 GiB one would abort the module and every parked request.
 async fn read_body(req: &mut Request) -> Option<Vec<u8>> {
-    req.bytes().await.ok()
+    let length = header(req, "Content-Length");
+    if handlers::declared_too_large(length.as_deref()) {
+        return None;
+    }
+    if length.is_some() {
+        // The platform frames the body by its declared length: one read.
+        return req.bytes().await.ok();
+    }
+    // Chunked, of unknown length: read with a running cap.
+    let Ok(mut stream) = req.stream() else {
+        return Some(Vec::new()); // no body at all
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        if body.len().saturating_add(chunk.len()) > READ_LIMIT {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
 }
 
 #[event(fetch)]

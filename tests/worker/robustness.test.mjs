@@ -4,6 +4,7 @@
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import net from "node:net";
 import {
   BAD_PATTERN,
   CLIENT_GONE,
@@ -69,6 +70,47 @@ describe("the 100000-byte body limit (§1)", () => {
     assertText(await pending, 200, clientMatch(offer, "restricted"), { cors: true });
     assertText(await b.answer(sid, answerJson()), 200, SUCCESS);
     assertText(await client, 200, clientAnswer(answerJson()));
+  });
+
+  test("a chunked body is refused the moment it passes the limit, never buffered whole, and parked polls are kept", async () => {
+    const sid = newSid();
+    const pending = b.post("/proxy", pollBody(sid, { nat: "open" }));
+    await b.waitSessions(1);
+    // 150000 bytes with no Content-Length, then a stream that never ends: only a running
+    // cap can answer it (reading it whole would wait for ever).
+    const endless = () => new ReadableStream({ start: (c) => c.enqueue(new Uint8Array(150_000).fill(0x20)) });
+    for (const path of ["/proxy", "/client", "/answer"]) {
+      assertEmpty(await b.post(path, endless()), 400, { cors: true });
+    }
+    assert.equal(await b.sessions(), 1, "the parked poll survived");
+    const offer = offerJson();
+    const client = b.client(offer, { nat: "restricted" });
+    assertText(await pending, 200, clientMatch(offer, "restricted"), { cors: true });
+    assertText(await b.answer(sid, answerJson()), 200, SUCCESS);
+    assertText(await client, 200, clientAnswer(answerJson()));
+  });
+
+  test("a Content-Length over the limit gets 400 before the body is sent", async () => {
+    const { hostname, port } = new URL(b.url);
+    const reply = await new Promise((resolve, reject) => {
+      const socket = net.connect(Number(port), hostname, () => {
+        socket.write("POST /proxy HTTP/1.1\r\nHost: broker.test\r\nContent-Length: 2147483648\r\n\r\n{");
+      });
+      let data = "";
+      socket.on("data", (d) => {
+        data += d;
+        if (data.includes("\r\n\r\n")) {
+          socket.destroy();
+          resolve(data);
+        }
+      });
+      socket.on("error", reject);
+      setTimeout(() => {
+        socket.destroy();
+        resolve(data);
+      }, 5000);
+    });
+    assert.match(reply, /^HTTP\/1\.1 400 /, reply);
   });
 
   test("/client (1.0): 100000 bytes are read; 100001 bytes get 400 with an empty body, not a JSON error", async () => {

@@ -164,13 +164,36 @@ pub fn robots() -> Reply {
     Reply::text(200, "User-agent: *\nDisallow: /\n")
 }
 
-/// Whether a request's `Content-Length` already says its body is over the
-/// limit: such a body is refused without reading a byte of it. (A length
-/// that does not parse is left to the platform, which frames the body.)
-pub fn declared_too_large(content_length: Option<&str>) -> bool {
-    content_length
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > READ_LIMIT as u64)
+/// An over-limit body is read and thrown away up to this many bytes before
+/// the 400, so the sender sees the reply rather than a reset connection
+/// (Go's server likewise discards what it can). One declared longer is
+/// refused unread.
+pub const DRAIN_LIMIT: u64 = 2 * 1024 * 1024;
+
+/// How to read a request body, from its `Content-Length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// Within the limit: read it in one call (the platform frames it).
+    Whole,
+    /// No length (chunked): read with a running cap; once past the limit,
+    /// nothing more is kept and the rest is drained (bounded) before 400.
+    Capped,
+    /// Over the limit but small: read and discard it, then 400.
+    Drain,
+    /// Far over the limit: 400 without reading it.
+    Refuse,
+}
+
+pub fn body_plan(content_length: Option<&str>) -> BodyPlan {
+    match content_length.map(|v| v.trim().parse::<u64>()) {
+        None => BodyPlan::Capped,
+        // A length that does not parse: the platform frames the body, and
+        // the cap still holds.
+        Some(Err(_)) => BodyPlan::Capped,
+        Some(Ok(n)) if n <= READ_LIMIT as u64 => BodyPlan::Whole,
+        Some(Ok(n)) if n <= DRAIN_LIMIT => BodyPlan::Drain,
+        Some(Ok(_)) => BodyPlan::Refuse,
+    }
 }
 
 /// Bodies over the limit are refused as Go's `MaxBytesReader` refuses them.

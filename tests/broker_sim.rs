@@ -751,12 +751,14 @@ fn matcher_failures_log_what_failed_and_answer_in_protocol_terms() {
 }
 
 #[test]
-fn a_declared_length_over_the_limit_is_refused_unread() {
-    use snowflake_broker::handlers::declared_too_large;
-    assert!(!declared_too_large(None));
-    assert!(!declared_too_large(Some("100000")));
-    assert!(declared_too_large(Some("100001")));
-    assert!(declared_too_large(Some(" 2147483648 ")));
-    assert!(declared_too_large(Some("18446744073709551615")));
-    assert!(!declared_too_large(Some("nonsense")));
+fn bodies_are_read_by_their_declared_length() {
+    use snowflake_broker::handlers::{body_plan, BodyPlan};
+    assert_eq!(body_plan(None), BodyPlan::Capped);
+    assert_eq!(body_plan(Some("nonsense")), BodyPlan::Capped);
+    assert_eq!(body_plan(Some("0")), BodyPlan::Whole);
+    assert_eq!(body_plan(Some("100000")), BodyPlan::Whole);
+    assert_eq!(body_plan(Some("100001")), BodyPlan::Drain);
+    assert_eq!(body_plan(Some("2097152")), BodyPlan::Drain);
+    assert_eq!(body_plan(Some(" 2097153 ")), BodyPlan::Refuse);
+    assert_eq!(body_plan(Some("18446744073709551615")), BodyPlan::Refuse);
 }

@@ -61,6 +61,11 @@ pub struct ProxyPoll {
     pub accepted_relay_pattern: Option<String>,
 }
 
+/// The longest Sid accepted, in bytes. Deployed proxies send 22 base64
+/// characters; Go accepts any length, but a Sid is kept while its poll is
+/// parked, so an unbounded one lets a few polls take the matcher's memory.
+pub const MAX_SID_BYTES: usize = 256;
+
 /// Why a proxy message was refused; every one of them is a 400 with an
 /// empty body on the wire, the text is for logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +73,7 @@ pub enum ProxyError {
     Json(JsonError),
     UnknownVersion,
     NoSid,
+    SidTooLong,
     InvalidNat,
     NoSidOrAnswer,
     MalformedAnswer(String),
@@ -79,6 +85,7 @@ impl std::fmt::Display for ProxyError {
             ProxyError::Json(e) => write!(f, "{e}"),
             ProxyError::UnknownVersion => f.write_str("using unknown version"),
             ProxyError::NoSid => f.write_str("no supplied session id"),
+            ProxyError::SidTooLong => write!(f, "session id longer than {MAX_SID_BYTES} bytes"),
             ProxyError::InvalidNat => f.write_str("invalid NAT type"),
             ProxyError::NoSidOrAnswer => f.write_str("no supplied sid or answer"),
             ProxyError::MalformedAnswer(why) => write!(f, "malformed session description: {why}"),
@@ -124,6 +131,9 @@ impl ProxyPoll {
         if sid.is_empty() {
             return Err(ProxyError::NoSid);
         }
+        if sid.len() > MAX_SID_BYTES {
+            return Err(ProxyError::SidTooLong);
+        }
         let nat = Nat::parse(nat.as_deref().unwrap_or_default()).ok_or(ProxyError::InvalidNat)?;
         Ok(ProxyPoll {
             sid,
@@ -164,6 +174,9 @@ impl ProxyAnswer {
         let (sid, answer) = (sid.unwrap_or_default(), answer.unwrap_or_default());
         if sid.is_empty() || answer.is_empty() {
             return Err(ProxyError::NoSidOrAnswer);
+        }
+        if sid.len() > MAX_SID_BYTES {
+            return Err(ProxyError::SidTooLong);
         }
         sdp::validate(&answer).map_err(ProxyError::MalformedAnswer)?;
         Ok(ProxyAnswer { sid, answer })
@@ -237,6 +250,23 @@ mod tests {
         assert_eq!(
             (p.clients, p.nat, p.accepted_relay_pattern),
             (0, Nat::Open, None)
+        );
+    }
+
+    #[test]
+    fn caps_the_sid_length() {
+        let poll = |sid: &str| format!(r#"{{"Sid":"{sid}","Version":"1.0"}}"#);
+        let longest = "x".repeat(MAX_SID_BYTES);
+        assert!(ProxyPoll::decode(poll(&longest).as_bytes()).is_ok());
+        let over = "x".repeat(MAX_SID_BYTES + 1);
+        assert_eq!(
+            ProxyPoll::decode(poll(&over).as_bytes()),
+            Err(ProxyError::SidTooLong)
+        );
+        let answer = format!(r#"{{"Sid":"{over}","Version":"1.0","Answer":"a"}}"#);
+        assert_eq!(
+            ProxyAnswer::decode(answer.as_bytes()),
+            Err(ProxyError::SidTooLong)
         );
     }
 

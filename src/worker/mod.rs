@@ -9,7 +9,7 @@ mod settings;
 mod timer;
 
 use crate::config::{Config, ConfigError};
-use crate::handlers::{self, ClientFormat, PollCheck, Reply};
+use crate::handlers::{self, BodyPlan, ClientFormat, PollCheck, Reply};
 use crate::matcher::api::{
     AnswerRequest, Call, CallError, CensusRequest, ClosedPeriodsRequest, LiveMetricsRequest,
     OfferReply, OfferRequest, PollRequest, ProxySeen, RejectedPoll,
@@ -18,6 +18,7 @@ use crate::matcher::merge;
 use crate::metrics::Rendezvous;
 use crate::protocol::READ_LIMIT;
 use crate::routes::{self, Route};
+use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use wasm_bindgen::JsValue;
 use worker::{event, Context, Env, Headers, Method, Request, Response, Result};
@@ -78,6 +79,8 @@ const SHARD: &str = "shard-0";
 /// parked request the matcher lost (its instance was reset) is answered in
 /// the protocol's terms instead of hanging.
 const MARGIN_MS: u64 = 1_000;
+/// How long an over-limit body is drained before the 400 is sent anyway.
+const DRAIN_MS: u64 = 1_000;
 
 /// How long a call that parks nothing (answers, pages) may take.
 const QUICK_CALL_MS: u64 = 10_000;
@@ -108,32 +111,50 @@ pub(crate) async fn rendezvous(
     ask(env, request, signal, wait).await
 }
 
-/// Reads a body the Worker will parse, never more than `READ_LIMIT` bytes of
-/// it; `None` (answered 400, as Go's `MaxBytesReader` answers) if it is over
-/// the limit or could not be read. An attacker-sized body must not be
-/// buffered: a 2 GiB one would abort the module and every parked request.
+/// Reads a body the Worker will parse, never keeping more than `READ_LIMIT`
+/// bytes of it; `None` (answered 400, as Go's `MaxBytesReader` answers) if
+/// it is over the limit or could not be read. An attacker-sized body must
+/// not be buffered: a 2 GiB one would abort the module and every parked
+/// request with it.
 async fn read_body(req: &mut Request) -> Option<Vec<u8>> {
-    let length = header(req, "Content-Length");
-    if handlers::declared_too_large(length.as_deref()) {
-        return None;
+    let plan = handlers::body_plan(header(req, "Content-Length").as_deref());
+    match plan {
+        BodyPlan::Refuse => return None,
+        BodyPlan::Whole => return req.bytes().await.ok(),
+        BodyPlan::Capped | BodyPlan::Drain => {}
     }
-    if length.is_some() {
-        // The platform frames the body by its declared length: one read.
-        return req.bytes().await.ok();
-    }
-    // Chunked, of unknown length: read with a running cap.
     let Ok(mut stream) = req.stream() else {
         return Some(Vec::new()); // no body at all
     };
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.ok()?;
-        if body.len().saturating_add(chunk.len()) > READ_LIMIT {
-            return None;
+    if plan == BodyPlan::Capped {
+        let mut body = Vec::new();
+        loop {
+            match stream.next().await {
+                None => return Some(body),
+                Some(Err(_)) => return None,
+                Some(Ok(chunk)) if body.len().saturating_add(chunk.len()) > READ_LIMIT => break,
+                Some(Ok(chunk)) => body.extend_from_slice(&chunk),
+            }
         }
-        body.extend_from_slice(&chunk);
     }
-    Some(body)
+    drain(&mut stream).await;
+    None
+}
+
+/// Discards the rest of an over-limit body, so that its sender reads the
+/// 400 instead of a reset connection: at most `DRAIN_LIMIT` bytes and
+/// `DRAIN_MS`, so a body that never ends is still answered promptly.
+async fn drain(stream: &mut worker::ByteStream) {
+    let mut seen: u64 = 0;
+    let mut give_up = timer::sleep(DRAIN_MS);
+    while seen <= handlers::DRAIN_LIMIT {
+        match select(stream.next(), &mut give_up).await {
+            Either::Left((Some(Ok(chunk)), _)) => {
+                seen = seen.saturating_add(chunk.len() as u64);
+            }
+            _ => return,
+        }
+    }
 }
 
 #[event(fetch)]

@@ -23,7 +23,7 @@ pub fn bucket_end(deadline: u64) -> u64 {
 
 /// Resolves after `ms` milliseconds. If `setTimeout` is refused it resolves
 /// at once instead of panicking; the caller re-checks deadlines anyway.
-fn sleep(ms: u64) -> LocalBoxFuture<'static, ()> {
+pub fn sleep(ms: u64) -> LocalBoxFuture<'static, ()> {
     let ms = f64::from(u32::try_from(ms).unwrap_or(u32::MAX));
     let promise = js_sys::Promise::new(&mut |resolve, _reject| {
         let global = js_sys::global();

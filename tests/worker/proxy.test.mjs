@@ -114,9 +114,10 @@ describe("decoding (§2.1)", () => {
         sessions: 12,
         types: { standalone: 2, webext: 2, badge: 1, iptproxy: 2, bloco: 1 },
         unknownTypes: 4,
-        restricted: 3, // restricted + strict
-        unrestricted: 3, // unrestricted + open
-        unknown: 6, // unknown + moderate
+        restricted: 2,
+        unrestricted: 2,
+        unknown: 5,
+        nNames: { strict: 1, moderate: 1, open: 1 },
       }),
     );
     for (const res of await Promise.all(pending)) assertText(res, 200, noMatch(), { cors: true });

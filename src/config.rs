@@ -167,7 +167,7 @@ pub const TRUSTED_HOPS: Setting = number_setting(
     "1",
     0,
     16,
-    "how many `Forwarded` / `X-Forwarded-For` entries, counted from the right, were added by proxies we trust (the fronting CDN); a client's address is the leftmost public one among them",
+    "how many `X-Forwarded-For` entries, counted from the right, were added by proxies we trust (the fronting CDN); a client's address is the leftmost public one among them",
 );
 pub const PROXY_POLL_RATE_LIMIT: Setting = other_setting(
     "PROXY_POLL_RATE_LIMIT",

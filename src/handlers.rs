@@ -439,15 +439,13 @@ fn locate(ip: std::net::IpAddr) -> Option<String> {
     crate::geoip::country(ip).map(str::to_string)
 }
 
-/// A client's country from the fronting CDN's `Forwarded` /
-/// `X-Forwarded-For`, believing only the last `TRUSTED_HOPS` entries.
-pub fn client_country(
-    config: &Config,
-    forwarded: Option<&str>,
-    xff: Option<&str>,
-) -> Option<String> {
+/// A client's country from the fronting CDN's `X-Forwarded-For`, believing
+/// only the last `TRUSTED_HOPS` entries. A `Forwarded` header is not read:
+/// the fronting CDNs append only `X-Forwarded-For`, so any `Forwarded` that
+/// arrives was written by the client and would let it choose its country.
+pub fn client_country(config: &Config, xff: Option<&str>) -> Option<String> {
     let hops = usize::try_from(config.trusted_hops).unwrap_or(usize::MAX);
-    crate::client_ip::client_ip(forwarded, xff, hops).and_then(locate)
+    crate::client_ip::client_ip(None, xff, hops).and_then(locate)
 }
 
 /// An AMP client's country from the best candidate of its offer (N).

@@ -72,7 +72,9 @@ impl ClientOffer {
     /// Decodes a legacy body: the whole body is the offer, the NAT type comes
     /// from the `Snowflake-NAT-Type` header and the bridge is the default.
     pub fn decode_legacy(body: &[u8], nat_header: Option<&str>) -> Result<ClientOffer, String> {
-        let nat = Nat::parse(nat_header.unwrap_or_default()).ok_or_else(|| ERR_NAT.to_string())?;
+        // Go's header parser trims spaces and tabs around a value.
+        let header = nat_header.unwrap_or_default().trim_matches([' ', '\t']);
+        let nat = Nat::parse(header).ok_or_else(|| ERR_NAT.to_string())?;
         let offer = super::json::go_lossy_utf8(body).into_owned();
         sdp::validate(&offer).map_err(|why| format!("malformed session description: {why}"))?;
         Ok(ClientOffer {
@@ -169,6 +171,19 @@ mod tests {
             Nat::Unknown
         );
         assert!(ClientOffer::decode_legacy(b"{test}", None).is_err());
+        // Spaces and tabs around the value are trimmed, as Go's header parser does.
+        assert_eq!(
+            ClientOffer::decode_legacy(offer, Some(" unknown \t"))
+                .unwrap()
+                .nat,
+            Nat::Unknown
+        );
+        assert_eq!(
+            ClientOffer::decode_legacy(offer, Some("\trestricted "))
+                .unwrap()
+                .nat,
+            Nat::Restricted
+        );
     }
 
     #[test]

@@ -200,11 +200,8 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         (Route::Client, Ok(config)) => match read_body(&mut req).await {
             Some(body) => {
                 let nat = header(&req, "Snowflake-NAT-Type");
-                let country = handlers::client_country(
-                    config,
-                    header(&req, "Forwarded").as_deref(),
-                    header(&req, "X-Forwarded-For").as_deref(),
-                );
+                let country =
+                    handlers::client_country(config, header(&req, "X-Forwarded-For").as_deref());
                 let client = Client {
                     nat: nat.as_deref(),
                     country,

@@ -41,8 +41,9 @@ function poll(mf, { sid, type, nat = "unknown", ip = "129.97.208.23", country = 
   });
 }
 
-function client(mf, { nat = "unknown", xff } = {}) {
+function client(mf, { nat = "unknown", xff, forwarded } = {}) {
   const headers = xff ? { "X-Forwarded-For": xff } : {};
+  if (forwarded) headers.Forwarded = forwarded;
   return mf.dispatchFetch("http://broker/client", {
     method: "POST",
     headers,
@@ -128,8 +129,10 @@ test("metrics #41 #42 #44 #45: denials by NAT, binning, NAT per IP, reset betwee
 test("metrics: clients located from X-Forwarded-For (TRUSTED_HOPS) and AMP candidates", async () => {
   const mf = await broker({ METRICS_PERIOD_SECONDS: "2", TRUSTED_HOPS: "1" });
   try {
-    // The CDN appended the client's address; an entry before it is not trusted.
-    await client(mf, { xff: "8.8.8.8, 129.97.208.23" });
+    // The CDN appended the client's address; an entry before it is not trusted, and
+    // neither is a `Forwarded` header (fronting CDNs write only X-Forwarded-For, so the
+    // client wrote it: here it claims a US address).
+    await client(mf, { xff: "8.8.8.8, 129.97.208.23", forwarded: "for=8.8.8.8" });
     const amp = "1.0\n" + JSON.stringify({ offer: offer("129.97.208.24"), nat: "unknown" });
     const path = "0aaaaaaaaaaaa/" + Buffer.from(amp).toString("base64url");
     const r = await mf.dispatchFetch(`http://broker/amp/client/${path}`);

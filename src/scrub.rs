@@ -7,7 +7,8 @@
 //! bracketed form `[v6]` / `[v6]:port`. A token is replaced by `[scrubbed]`
 //! when all of these hold:
 //! * the character before it is neither a word character (`[A-Za-z0-9_]`)
-//!   nor a colon, or the token starts the input;
+//!   nor a colon, or the token starts the input; or it is a label's colon
+//!   after a word (`ip:1.2.3.4`, `host:[::1]`);
 //! * the character after it is not a word character (a colon only when a
 //!   space follows, as in `from 1.2.3.4:80: `), or the token ends the input;
 //! * the token, minus dots that end a sentence, is exactly one of
@@ -32,7 +33,9 @@ pub fn scrub(line: &str) -> String {
         let prev = i.checked_sub(1).and_then(|p| bytes.get(p).copied());
         let may_start = prev.is_none_or(|p| !is_word(p) && p != b':');
         if c == b'[' {
-            if let Some(end) = may_start.then(|| bracketed_end(bytes, i)).flatten() {
+            // `host:[::1]`: a colon before a bracket is a label's.
+            let may_open = prev.is_none_or(|p| !is_word(p));
+            if let Some(end) = may_open.then(|| bracketed_end(bytes, i)).flatten() {
                 out.extend_from_slice(SCRUBBED);
                 i = end;
             } else {
@@ -48,13 +51,19 @@ pub fn scrub(line: &str) -> String {
             continue;
         }
         let run = bytes.get(i..run_end).unwrap_or_default();
-        match may_start.then(|| address_in_run(run, bytes.get(run_end).copied())) {
-            Some(Some((skip, len))) => {
+        let next = bytes.get(run_end).copied();
+        let found = if may_start {
+            address_in_run(run, next)
+        } else {
+            after_label(run, next)
+        };
+        match found {
+            Some((skip, len)) => {
                 out.extend_from_slice(run.get(..skip).unwrap_or_default());
                 out.extend_from_slice(SCRUBBED);
                 out.extend_from_slice(run.get(skip + len..).unwrap_or_default());
             }
-            _ => out.extend_from_slice(run),
+            None => out.extend_from_slice(run),
         }
         i = run_end;
     }
@@ -147,6 +156,17 @@ fn address_in_run(run: &[u8], next: Option<u8>) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// `ip:1.2.3.4`, `host:2a00:1::1`: a word, one colon, then an address. The
+/// colon is the label's, so the address after it is scrubbed (a run that
+/// starts `::` is an address on its own and is left to the main rule).
+fn after_label(run: &[u8], next: Option<u8>) -> Option<(usize, usize)> {
+    if run.first() != Some(&b':') || run.get(1) == Some(&b':') {
+        return None;
+    }
+    let (skip, len) = address_in_run(run.get(1..)?, next)?;
+    Some((skip + 1, len))
 }
 
 /// `body` without one final `:` or `%3a`.

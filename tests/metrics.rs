@@ -939,6 +939,14 @@ fn scrubs_the_examples_of_protocol_md() {
             "a=fingerprint:sha-256 33:B6:FA:F6:94:CA:74:61:45:4A:D2:1F:2C:2F:75:8A:D9:EB:23:34:B2:30:E9:1B:2A:A6:A9:E0:44:72:CC:74",
         ),
         ("2019/05/08 15:37:31 starting", "2019/05/08 15:37:31 starting"),
+        // An address after a label's colon.
+        ("ip:1.2.3.4", "ip:[scrubbed]"),
+        ("host:2a00:1::1 z", "host:[scrubbed] z"),
+        ("peer:[2a00:1::1]:443 up", "peer:[scrubbed] up"),
+        ("from=ip:129.97.208.23:38310: x", "from=ip:[scrubbed]: x"),
+        // ... but not a version or a time after one.
+        ("v:1.2.3.4.5", "v:1.2.3.4.5"),
+        ("at:15:37:31", "at:15:37:31"),
     ];
     for (input, want) in cases {
         assert_eq!(scrub(input), want, "{input}");

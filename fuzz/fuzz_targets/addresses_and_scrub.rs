@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = client_ip::proxy_ip(Some(&text), None, hops);
     }
     let _ = client_ip::parse_addr(&text);
-    let _ = handlers::client_country(config(), Some(forwarded), Some(xff));
+    let _ = handlers::client_country(config(), Some(xff));
 
     // Offers and SDPs: the input as an SDP, and as an offer's JSON.
     let addrs = client_ip::candidate_addrs(&text);

@@ -9,9 +9,9 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
+use snowflake_broker::client_ip::{self, is_public};
 use snowflake_broker::config::Config;
 use snowflake_broker::handlers;
-use snowflake_broker::client_ip::{self, is_public};
 use snowflake_broker::scrub::scrub;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;

@@ -124,7 +124,8 @@ async fn read_body(req: &mut Request) -> Option<Vec<u8>> {
         BodyPlan::Capped | BodyPlan::Drain => {}
     }
     let Ok(mut stream) = req.stream() else {
-        return Some(Vec::new()); // no body at all
+        // No body at all: empty, unless its length said it was too long.
+        return (plan == BodyPlan::Capped).then(Vec::new);
     };
     if plan == BodyPlan::Capped {
         let mut body = Vec::new();

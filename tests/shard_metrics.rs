@@ -73,7 +73,7 @@ fn answer(sid: &str) -> AnswerRequest {
 
 /// Closes the period and returns its block.
 fn flush(shard: &mut Shard) -> String {
-    let blocks = shard.close_periods(shard.period_end(), || [9; 16]);
+    let blocks = shard.close_periods(shard.period_end(), || Some([9; 16]));
     assert_eq!(blocks.len(), 1);
     merge::metrics_text([blocks])
 }
@@ -322,7 +322,7 @@ fn a_restart_mid_period_continues_the_counts() {
 #[test]
 fn periods_missed_while_down_are_published_empty() {
     let mut s = shard();
-    let blocks = s.close_periods(START + 3 * PERIOD + 5, || [3; 16]);
+    let blocks = s.close_periods(START + 3 * PERIOD + 5, || Some([3; 16]));
     assert_eq!(blocks.len(), 3);
     assert_eq!(blocks[2].end, START + 3 * PERIOD);
     assert_eq!(s.period_end(), START + 4 * PERIOD);

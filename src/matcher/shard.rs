@@ -290,11 +290,13 @@ impl Shard {
 
     /// Closes every period that has ended by `now_unix`, returning each
     /// one's numbers and address set, oldest first; they are rendered once
-    /// every shard's are merged. A new secret is drawn for each new period.
+    /// every shard's are merged. A new secret is drawn for each new period;
+    /// if none can be drawn the current one is kept (still random, only no
+    /// longer unlinkable across the two periods).
     pub fn close_periods(
         &mut self,
         now_unix: u64,
-        mut new_secret: impl FnMut() -> [u8; 16],
+        mut new_secret: impl FnMut() -> Option<[u8; 16]>,
     ) -> Vec<ClosedPeriod> {
         let mut closed = Vec::new();
         while self.period_end() <= now_unix {
@@ -305,7 +307,9 @@ impl Shard {
                 stats: self.metrics.take_period(),
             });
             self.period_start = end;
-            self.ip_secret = new_secret();
+            if let Some(secret) = new_secret() {
+                self.ip_secret = secret;
+            }
             self.hasher = IpHasher::for_period(self.ip_secret, end);
             // A broker that was down for many periods publishes them all
             // (empty), as the Go broker's ticker would have; but not forever.

@@ -52,13 +52,4 @@ impl Waiters {
         self.polls.remove(&ticket);
         self.offers.remove(&ticket);
     }
-
-    /// Requests still waiting.
-    pub fn len(&self) -> usize {
-        self.polls.len() + self.offers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

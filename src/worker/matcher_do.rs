@@ -115,9 +115,10 @@ impl Drop for CancelOnDrop {
 
 #[durable_object]
 pub struct Matcher {
-    /// None only if the settings are invalid and so are the defaults,
-    /// which a test rules out; every call then fails with a clear error.
-    inner: Option<Rc<Inner>>,
+    /// Why the object cannot match, if it cannot: the settings and their
+    /// defaults are invalid (a test rules that out), or the platform gave no
+    /// random IP-hash key. Every call then fails with this text.
+    inner: std::result::Result<Rc<Inner>, &'static str>,
     storage: Storage,
     /// How often metrics are saved: at most this much counting is lost if
     /// the object is reset between two saves.
@@ -143,24 +144,29 @@ fn config(env: &Env) -> Option<Config> {
     }
 }
 
+/// The object's state, or why it cannot match.
+fn start(config: Option<Config>) -> std::result::Result<Rc<Inner>, &'static str> {
+    let c = config.ok_or("settings and their defaults are invalid")?;
+    let secret = random_secret().ok_or("the platform gave no random IP-hash key")?;
+    let shard = Shard::new(
+        Settings::from(&c),
+        c.metrics_period_seconds,
+        now_ms() / 1000,
+        secret,
+    );
+    Ok(Rc::new(Inner {
+        shard: RefCell::new(shard),
+        waiters: RefCell::new(Waiters::default()),
+        timers: Timers::default(),
+        unwritten: RefCell::new(Vec::new()),
+    }))
+}
+
 impl DurableObject for Matcher {
     fn new(state: State, env: Env) -> Self {
         let config = config(&env);
         let period = config.as_ref().map_or(86_400, |c| c.metrics_period_seconds);
-        let inner = config.map(|c| {
-            let shard = Shard::new(
-                Settings::from(&c),
-                c.metrics_period_seconds,
-                now_ms() / 1000,
-                random_secret(),
-            );
-            Rc::new(Inner {
-                shard: RefCell::new(shard),
-                waiters: RefCell::new(Waiters::default()),
-                timers: Timers::default(),
-                unwritten: RefCell::new(Vec::new()),
-            })
-        });
+        let inner = start(config);
         let matcher = Matcher {
             inner,
             storage: state.storage(),
@@ -169,7 +175,7 @@ impl DurableObject for Matcher {
         // Restore before any request is delivered (the runtime holds them
         // until this finishes). Errors are logged, never thrown: a throw
         // would reset the object.
-        if let Some(inner) = matcher.inner.clone() {
+        if let Ok(inner) = matcher.inner.clone() {
             let storage = state.storage();
             let save_every = matcher.save_every_ms;
             // The JS call is made here; its future only reports the result,
@@ -188,8 +194,9 @@ impl DurableObject for Matcher {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let Some(inner) = self.inner.clone() else {
-            return failed("settings and their defaults are invalid");
+        let inner = match &self.inner {
+            Ok(inner) => inner.clone(),
+            Err(why) => return failed(why),
         };
         let path = req.path();
         let caller_left = js::aborted(&js::request_signal(&req));
@@ -248,7 +255,7 @@ impl DurableObject for Matcher {
 
     /// Closes finished periods and saves the metrics.
     async fn alarm(&self) -> Result<Response> {
-        let Some(inner) = self.inner.as_ref() else {
+        let Ok(inner) = self.inner.as_ref() else {
             return Response::ok("");
         };
         let now = now_ms();

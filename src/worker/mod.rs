@@ -28,21 +28,21 @@ pub fn now_ms() -> u64 {
 }
 
 /// 16 random bytes from the platform's CSPRNG (`crypto.getRandomValues`,
-/// through `getrandom`). Should the platform ever refuse, the bytes come
-/// from the clock and a counter: the IP-hash key is then guessable, which
-/// is logged, rather than the broker failing.
-pub fn random_secret() -> [u8; 16] {
+/// through `getrandom`), for the IP-hash key. `None`, logged, if the
+/// platform refuses: there is no weaker source to fall back to, since a
+/// guessable key would let anyone who reads the stored hashes test
+/// addresses against them.
+pub fn random_secret() -> Option<[u8; 16]> {
     let mut out = [0u8; 16];
-    if let Err(e) = getrandom::fill(&mut out) {
-        log::error(&format!(
-            "snowflake-broker: no random numbers from the platform ({e}); IP hashes are weakly keyed"
-        ));
-        let now = worker::Date::now().as_millis();
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = (now >> ((i % 8) * 8)) as u8 ^ (i as u8).wrapping_mul(0x9d);
+    match getrandom::fill(&mut out) {
+        Ok(()) => Some(out),
+        Err(e) => {
+            log::error(&format!(
+                "snowflake-broker: no random numbers from the platform: {e}"
+            ));
+            None
         }
     }
-    out
 }
 
 const CORS: [(&str, &str); 2] = [

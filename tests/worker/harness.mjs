@@ -36,7 +36,7 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * wrangler `[vars]` bindings. Values are passed as given (normally strings). `persist` names
  * a directory for the Durable Object's storage, so that a later broker can continue from it.
  */
-export async function startBroker(settings = {}, { persist = false } = {}) {
+export async function startBroker(settings = {}, { persist = false, edge = false } = {}) {
   const script = path.join(BUILD_DIR, "index.js");
   // The Worker's console output, line by line; echoed when WORKER_TEST_LOGS is set.
   const logs = [];
@@ -46,19 +46,34 @@ export async function startBroker(settings = {}, { persist = false } = {}) {
       if (process.env.WORKER_TEST_LOGS) echo.write(`${line}\n`);
     });
   };
-  const mf = new Miniflare(
-    miniflareOptions({
-      script,
-      settings,
-      persist,
-      handleRuntimeStdio(stdout, stderr) {
-        collect(stdout, process.stdout);
-        collect(stderr, process.stderr);
-      },
-    }),
-  );
+  const options = miniflareOptions({
+    script,
+    settings,
+    persist,
+    handleRuntimeStdio(stdout, stderr) {
+      collect(stdout, process.stdout);
+      collect(stderr, process.stderr);
+    },
+  });
+  const mf = new Miniflare(edge ? behindEdge(options) : options);
   const url = await mf.ready;
   return new Broker(mf, url, logs);
+}
+
+/**
+ * The same broker behind tests/support/edge.mjs, which abandons a request carrying
+ * `x-test-abandon-after-ms` as Cloudflare's edge does when its caller's connection closes.
+ */
+function behindEdge({ scriptPath, modulesRoot, modules, modulesRules, compatibilityDate, compatibilityFlags, durableObjects, bindings, ...shared }) {
+  const broker = { name: "broker", scriptPath, modulesRoot, modules, modulesRules, compatibilityDate, compatibilityFlags, durableObjects, bindings };
+  const edge = {
+    name: "edge",
+    modules: true,
+    scriptPath: path.join(REPO, "tests/support/edge.mjs"),
+    compatibilityDate,
+    serviceBindings: { BROKER: "broker" },
+  };
+  return { ...shared, workers: [edge, broker] };
 }
 
 /** One HTTP response, fully read. */

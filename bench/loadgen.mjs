@@ -347,11 +347,14 @@ class NetError extends Error {
   }
 }
 
-/** POSTs (or GETs) and resolves to { status, headers, text, ms }; rejects with NetError. */
-function request(method, path, body, timeoutMs, via = agent) {
+/**
+ * POSTs (or GETs) and resolves to { status, headers, text, ms }; rejects with NetError.
+ * `extra` headers are added (a simulated proxy's `CF-Connecting-IP`).
+ */
+function request(method, path, body, timeoutMs, via = agent, extra = {}) {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const headers = { "Accept-Encoding": "identity" };
+    const headers = { "Accept-Encoding": "identity", ...extra };
     if (body !== undefined) {
       headers["Content-Type"] = "text/plain";
       headers["Content-Length"] = Buffer.byteLength(body);
@@ -536,8 +539,18 @@ function stopProxies() {
 // ---------------------------------------------------------------------------------------------
 // Proxies.
 
+/**
+ * Simulated proxy `i`'s address, as Cloudflare would report it in `CF-Connecting-IP`: one
+ * IPv6 /64 of the documentation range each, as real proxies have addresses of their own
+ * (the broker holds at most MAX_POLLS_PER_ADDRESS sessions per address).
+ */
+function proxyAddress(i) {
+  return `2001:db8:${(i >> 16) & 0xffff}:${i & 0xffff}::1`;
+}
+
 async function proxyLoop(i) {
   const nat = pickNat(opt.proxyNat, i);
+  const from = { "CF-Connecting-IP": proxyAddress(i) };
   let sid = newSid();
   while (!proxiesStopping && now() < hardDeadline) {
     const body = JSON.stringify({
@@ -551,7 +564,7 @@ async function proxyLoop(i) {
     pollsInFlight += 1;
     let res;
     try {
-      res = await request("POST", "proxy", body, opt.pollTimeoutMs);
+      res = await request("POST", "proxy", body, opt.pollTimeoutMs, agent, from);
     } catch (e) {
       if (e.code === "CUT_AT_END") {
         pollsInFlight -= 1;

@@ -27,6 +27,7 @@ pub struct Config {
     pub bridges: BridgeList,
     pub matcher_shards: u32,
     pub max_parked_polls: usize,
+    pub max_polls_per_address: usize,
     pub metrics_period_seconds: u64,
     pub trusted_hops: u32,
     pub unsafe_logging: bool,
@@ -155,6 +156,15 @@ pub const MAX_PARKED_POLLS: Setting = number_setting(
     100_000,
     "proxy polls one matcher holds at once; more are answered `no match` at once with a `NextPoll` of 3× `NEXT_POLL_MS` (at least 30 s)",
 );
+// One address (an IPv6 /64) may not fill a matcher: an honest host runs one
+// proxy or a few; a flood from one source is held to this many.
+pub const MAX_POLLS_PER_ADDRESS: Setting = number_setting(
+    "MAX_POLLS_PER_ADDRESS",
+    "10",
+    1,
+    100_000,
+    "proxy sessions one address (IPv6: one /64) holds in one matcher at once, parked polls and matched proxies whose client awaits their answer; more polls are answered like those beyond `MAX_PARKED_POLLS`",
+);
 pub const METRICS_PERIOD_SECONDS: Setting = number_setting(
     "METRICS_PERIOD_SECONDS",
     "86400",
@@ -181,7 +191,7 @@ pub const UNSAFE_LOGGING: Setting = other_setting(
 );
 
 /// Every setting, in the README's order.
-pub const SETTINGS: [Setting; 13] = [
+pub const SETTINGS: [Setting; 14] = [
     PROXY_POLL_TIMEOUT_MS,
     CLIENT_TIMEOUT_MS,
     CLIENT_TIMEOUT_FROM,
@@ -190,6 +200,7 @@ pub const SETTINGS: [Setting; 13] = [
     DEFAULT_RELAY_PATTERN,
     BRIDGE_LIST,
     MAX_PARKED_POLLS,
+    MAX_POLLS_PER_ADDRESS,
     METRICS_PERIOD_SECONDS,
     TRUSTED_HOPS,
     UNSAFE_LOGGING,
@@ -301,6 +312,8 @@ impl Config {
             bridges,
             matcher_shards: u32::try_from(matcher_shards).unwrap_or(u32::MAX),
             max_parked_polls: usize::try_from(v.number(&MAX_PARKED_POLLS)?).unwrap_or(usize::MAX),
+            max_polls_per_address: usize::try_from(v.number(&MAX_POLLS_PER_ADDRESS)?)
+                .unwrap_or(usize::MAX),
             metrics_period_seconds: v.number(&METRICS_PERIOD_SECONDS)?,
             trusted_hops: u32::try_from(v.number(&TRUSTED_HOPS)?).unwrap_or(u32::MAX),
             unsafe_logging: v.choice(&UNSAFE_LOGGING, &["false", "true", "0", "1"])? % 2 == 1,
@@ -331,6 +344,7 @@ impl From<&Config> for crate::matcher::Settings {
             client_timeout_ms: c.client_timeout_ms,
             client_timeout_from: c.client_timeout_from,
             max_parked_polls: c.max_parked_polls,
+            max_polls_per_address: c.max_polls_per_address,
         }
     }
 }

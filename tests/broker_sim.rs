@@ -115,13 +115,21 @@ impl Sim {
 
     /// Returns the ticket of a parked poll, or the immediate reply.
     fn poll(&mut self, body: &[u8]) -> Result<Ticket, Reply> {
+        self.poll_from(body, None)
+    }
+
+    /// A poll from the address `ip` (as Cloudflare reports the caller).
+    fn poll_from(&mut self, body: &[u8], ip: Option<&str>) -> Result<Ticket, Reply> {
         let poll = match handlers::proxy_poll(&self.config, body)? {
             PollCheck::Accepted { poll, .. } => poll,
             PollCheck::Rejected { reply, .. } => return Err(reply),
         };
         let request = PollRequest {
             poll,
-            seen: ProxySeen::default(),
+            seen: ProxySeen {
+                ip: ip.map(|a| a.parse().unwrap()),
+                ..ProxySeen::default()
+            },
         };
         let step = self.shard.poll(self.now, request);
         match step.start {
@@ -564,6 +572,75 @@ fn a_full_shard_answers_at_once_with_a_longer_next_poll() {
     );
     // Re-polling under a parked Sid is not a new poll: it takes its own place.
     assert!(sim.poll(&poll_body("a", "restricted", 0)).is_ok());
+}
+
+/// Item 4 of issue 12: 6,000 polls from one source filled the matcher.
+#[test]
+fn one_address_holds_at_most_max_polls_per_address_and_honest_proxies_still_park() {
+    let config = Config {
+        max_polls_per_address: 3,
+        ..defaults()
+    };
+    let refused = text(
+        Outcome::PollShed,
+        r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":60000,"RelayURL":""}"#,
+    );
+    let mut sim = Sim::new(config);
+    let flood: Vec<Result<Ticket, Reply>> = (0..6_000)
+        .map(|i| {
+            sim.poll_from(
+                &poll_body(&format!("flood-{i}"), "unrestricted", 0),
+                Some("198.51.100.7"),
+            )
+        })
+        .collect();
+    assert_eq!(flood.iter().filter(|r| r.is_ok()).count(), 3);
+    assert!(flood
+        .iter()
+        .skip(3)
+        .all(|r| r.as_ref().err() == Some(&refused)));
+    // Every address of one IPv6 /64 is the same address; another /64 is not.
+    for i in 0..3 {
+        sim.poll_from(
+            &poll_body(&format!("v6-{i}"), "unrestricted", 0),
+            Some(&format!("2001:db8:1:2::{i:x}")),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        sim.poll_from(
+            &poll_body("v6-more", "unrestricted", 0),
+            Some("2001:db8:1:2:ffff::1")
+        ),
+        Err(refused.clone())
+    );
+    sim.poll_from(
+        &poll_body("v6-other", "unrestricted", 0),
+        Some("2001:db8:1:3::1"),
+    )
+    .unwrap();
+    // An honest proxy parks, and a re-poll under a parked Sid takes its own place.
+    let honest = sim.poll_from(&poll_body("honest", "unrestricted", 0), Some("192.0.2.1"));
+    assert!(honest.is_ok());
+    assert!(sim
+        .poll_from(
+            &poll_body("flood-0", "unrestricted", 0),
+            Some("198.51.100.7")
+        )
+        .is_ok());
+    // A flood poll handed a client still counts until its client is done with it.
+    let client = sim.client(
+        &client_body(&sdp_json("offer", "x"), Some("unrestricted")),
+        None,
+    );
+    assert!(client.is_ok());
+    assert_eq!(
+        sim.poll_from(
+            &poll_body("flood-new", "unrestricted", 0),
+            Some("198.51.100.7")
+        ),
+        Err(refused)
+    );
 }
 
 #[test]

@@ -17,15 +17,26 @@ use snowflake_broker::matcher::{
     AnswerReply, Engine, Offer, OfferReply, OfferStart, Poll, PollReply, PollStart, Settings,
     Ticket, Wake,
 };
+use snowflake_broker::metrics::IpKey;
 use snowflake_broker::protocol::nat::Nat;
 use snowflake_broker::protocol::proxy::ProxyType;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
 enum Event {
-    Poll { sid: u8, nat: u8, clients: i64 },
-    Offer { nat: u8 },
-    Answer { sid: u8 },
+    /// `owner` 0–2 is one of three addresses; 3 is a poll whose address is unknown.
+    Poll {
+        sid: u8,
+        nat: u8,
+        clients: i64,
+        owner: u8,
+    },
+    Offer {
+        nat: u8,
+    },
+    Answer {
+        sid: u8,
+    },
     Advance(u64),
     Cancel(usize),
 }
@@ -43,10 +54,11 @@ fn nat(n: u8) -> Nat {
 
 fn events() -> impl Strategy<Value = Vec<Event>> {
     let event = prop_oneof![
-        (0u8..6, 0u8..6, -2i64..5).prop_map(|(sid, nat, clients)| Event::Poll {
+        (0u8..6, 0u8..6, -2i64..5, 0u8..4).prop_map(|(sid, nat, clients, owner)| Event::Poll {
             sid,
             nat,
-            clients
+            clients,
+            owner,
         }),
         (0u8..6).prop_map(|nat| Event::Offer { nat }),
         (0u8..8).prop_map(|sid| Event::Answer { sid }),
@@ -119,6 +131,7 @@ proptest! {
             client_timeout_ms: 5_000,
             client_timeout_from: if from_match { TimeoutFrom::Match } else { TimeoutFrom::Request },
             max_parked_polls: 4,
+            max_polls_per_address: 2,
         };
         let mut engine = Engine::new(settings);
         let mut ledger = Ledger::default();
@@ -126,9 +139,11 @@ proptest! {
         for event in events {
             let last = Some(event.clone());
             match event {
-                Event::Poll { sid, nat: n, clients } => {
+                Event::Poll { sid, nat: n, clients, owner } => {
                     let poll = Poll { sid: format!("s{sid}"), nat: nat(n), proxy_type: ProxyType::Standalone, clients };
-                    match engine.poll(now, poll) {
+                    let owner = (owner < 3).then_some(IpKey(u64::from(owner)));
+                    // Invariants check that no address ever holds more than 2 sessions.
+                    match engine.poll(now, poll, owner) {
                         PollStart::Parked { ticket, deadline, replaced } => {
                             prop_assert_eq!(deadline, now + 10_000);
                             ledger.proxies.insert(ticket, None);
@@ -136,6 +151,7 @@ proptest! {
                             ledger.sid_of.insert(ticket, format!("s{sid}"));
                             if let Some(w) = replaced { ledger.record(w, None)?; }
                         }
+                        PollStart::AddressFull => prop_assert!(owner.is_some()),
                         PollStart::Full | PollStart::SidBusy => {}
                     }
                 }

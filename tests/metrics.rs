@@ -297,6 +297,30 @@ fn same_address_twice_is_one_proxy() {
     assert!(block.contains("\nsnowflake-idle-count 8\n"));
 }
 
+/// An IPv6 proxy counts once per /64 (one host may use any address in its
+/// /64; counting /128s would let one machine be millions of addresses).
+#[test]
+fn ipv6_addresses_count_by_their_64() {
+    let mut m = BrokerMetrics::default();
+    for ip in [
+        "2001:db8:1:2::1",
+        "2001:db8:1:2::2",
+        "2001:db8:1:2:ffff:ffff:ffff:ffff",
+    ] {
+        idle_poll(&mut m, ip, "DE", Nat::Unknown, ProxyType::Standalone);
+    }
+    idle_poll(
+        &mut m,
+        "2001:db8:1:3::1",
+        "DE",
+        Nat::Unknown,
+        ProxyType::Standalone,
+    );
+    let block = descriptor(&m);
+    assert!(block.contains("\nsnowflake-ips DE=2\n"), "{block}");
+    assert!(block.contains("\nsnowflake-ips-total 2\n"), "{block}");
+}
+
 /// §9 #44 and N's TestMetricsProxyCountsByNATType, plus one address
 /// seen with two NAT types (counted under both, N's per-(IP, NAT) pairs).
 #[test]
@@ -687,7 +711,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
     let country = prop::sample::select(COUNTRIES.to_vec()).prop_map(str::to_string);
     let ip = (0u8..6, any::<bool>()).prop_map(|(n, v6)| {
         if v6 {
-            format!("2a00::{n}")
+            format!("2a00:{n}::1")
         } else {
             format!("8.8.4.{n}")
         }

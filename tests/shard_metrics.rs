@@ -31,6 +31,7 @@ fn shard() -> Shard {
         client_timeout_ms: 5_000,
         client_timeout_from: TimeoutFrom::Request,
         max_parked_polls: 100,
+        max_polls_per_address: 100,
     };
     Shard::new(settings, PERIOD, START, [7; 16])
 }

@@ -10,6 +10,7 @@
 //! to the channels its requests wait on.
 
 use crate::config::TimeoutFrom;
+use crate::metrics::IpKey;
 use crate::protocol::nat::{Nat, Pool};
 use crate::protocol::proxy::ProxyType;
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,8 @@ pub struct Settings {
     pub client_timeout_ms: u64,
     pub client_timeout_from: TimeoutFrom,
     pub max_parked_polls: usize,
+    /// Sessions (parked or answering) one address may hold at once.
+    pub max_polls_per_address: usize,
 }
 
 /// A proxy poll that passed validation and the relay-pattern check.
@@ -92,6 +95,8 @@ pub enum PollStart {
     },
     /// The shard already holds its maximum of parked polls: answer at once.
     Full,
+    /// The poll's address already holds its maximum of sessions here.
+    AddressFull,
     /// The Sid belongs to a proxy whose client is waiting for its answer; a
     /// second poll under it must not disturb that rendezvous.
     SidBusy,
@@ -133,6 +138,8 @@ struct Session {
     nat: Nat,
     proxy_type: ProxyType,
     state: SessionState,
+    /// The keyed hash of the address that polled, when it is known.
+    owner: Option<IpKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +168,9 @@ pub struct Engine {
     proxies: HashMap<Ticket, ParkedProxy>,
     clients: HashMap<Ticket, WaitingClient>,
     sessions: HashMap<String, Session>,
+    /// Sessions per address, for `max_polls_per_address`; an address with
+    /// none has no entry, so this is bounded by the sessions.
+    owners: HashMap<IpKey, usize>,
     deadlines: BTreeSet<(Millis, Ticket)>,
 }
 
@@ -173,6 +183,7 @@ impl Engine {
             proxies: HashMap::new(),
             clients: HashMap::new(),
             sessions: HashMap::new(),
+            owners: HashMap::new(),
             deadlines: BTreeSet::new(),
         }
     }
@@ -191,12 +202,19 @@ impl Engine {
         self.pools.get_mut(pool.index())
     }
 
-    /// Parks a proxy poll.
-    pub fn poll(&mut self, now: Millis, poll: Poll) -> PollStart {
-        let earlier = match self.sessions.get(&poll.sid).map(|s| s.state) {
-            Some(SessionState::Answering(_)) => return PollStart::SidBusy,
-            Some(SessionState::Polling(old)) => Some(old),
-            None => None,
+    /// Parks a proxy poll from the address whose keyed hash is `owner`.
+    pub fn poll(&mut self, now: Millis, poll: Poll, owner: Option<IpKey>) -> PollStart {
+        let (earlier, earlier_owner) = match self.sessions.get(&poll.sid) {
+            Some(Session {
+                state: SessionState::Answering(_),
+                ..
+            }) => return PollStart::SidBusy,
+            Some(Session {
+                state: SessionState::Polling(old),
+                owner,
+                ..
+            }) => (Some(*old), *owner),
+            None => (None, None),
         };
         // A poll that replaces an earlier one takes its place in the count.
         let others = self
@@ -205,6 +223,18 @@ impl Engine {
             .saturating_sub(usize::from(earlier.is_some()));
         if others >= self.settings.max_parked_polls {
             return PollStart::Full;
+        }
+        if let Some(key) = owner {
+            let replacing_own = earlier.is_some() && earlier_owner == Some(key);
+            let held = self
+                .owners
+                .get(&key)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(usize::from(replacing_own));
+            if held >= self.settings.max_polls_per_address {
+                return PollStart::AddressFull;
+            }
         }
         // A second live poll with the same Sid ends the first one.
         let replaced = earlier.and_then(|old| {
@@ -227,18 +257,36 @@ impl Engine {
                 deadline,
             },
         );
+        self.remove_session(&poll.sid);
+        if let Some(key) = owner {
+            *self.owners.entry(key).or_default() += 1;
+        }
         self.sessions.insert(
             poll.sid,
             Session {
                 nat: poll.nat,
                 proxy_type: poll.proxy_type,
                 state: SessionState::Polling(ticket),
+                owner,
             },
         );
         PollStart::Parked {
             ticket,
             deadline,
             replaced,
+        }
+    }
+
+    /// Forgets a session and its place in its address's count.
+    fn remove_session(&mut self, sid: &str) {
+        let Some(owner) = self.sessions.remove(sid).and_then(|s| s.owner) else {
+            return;
+        };
+        if let Some(count) = self.owners.get_mut(&owner) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.owners.remove(&owner);
+            }
         }
     }
 
@@ -324,7 +372,7 @@ impl Engine {
             Some(SessionState::Answering(client)) => client,
             _ => return (AnswerReply::ClientGone, None),
         };
-        self.sessions.remove(sid);
+        self.remove_session(sid);
         match self.clients.remove(&client) {
             Some(waiting) => {
                 self.deadlines.remove(&(waiting.deadline, client));
@@ -376,7 +424,7 @@ impl Engine {
     /// poll under the same Sid keeps its place (R deleted it: §3.6).
     fn forget_session(&mut self, sid: &str, state: SessionState) {
         if self.sessions.get(sid).is_some_and(|s| s.state == state) {
-            self.sessions.remove(sid);
+            self.remove_session(sid);
         }
     }
 
@@ -434,6 +482,19 @@ impl Engine {
         }
         if self.sessions.len() != self.proxies.len() + self.clients.len() {
             return Err("sessions differ from parked requests".into());
+        }
+        let mut owners: HashMap<IpKey, usize> = HashMap::new();
+        for owner in self.sessions.values().filter_map(|s| s.owner) {
+            *owners.entry(owner).or_default() += 1;
+        }
+        if owners != self.owners {
+            return Err("per-address counts differ from the sessions".into());
+        }
+        if owners
+            .values()
+            .any(|&n| n > self.settings.max_polls_per_address)
+        {
+            return Err("an address holds more sessions than allowed".into());
         }
         Ok(())
     }

@@ -125,12 +125,12 @@ impl Shard {
         let PollRequest { poll, seen } = request;
         let (nat, kind) = (poll.nat, poll.proxy_type);
         self.metrics.proxy_poll(nat, kind, seen.with_relay_pattern);
-        if let Some(ip) = seen.ip {
-            let key = self.hasher.key(ip);
+        let owner = seen.ip.map(|ip| self.hasher.key(ip));
+        if let Some(key) = owner {
             self.metrics
                 .proxy_accepted(key, Country::new(seen.country.as_deref()), nat, kind);
         }
-        match self.engine.poll(now, poll) {
+        match self.engine.poll(now, poll, owner) {
             PollStart::Parked {
                 ticket,
                 deadline,
@@ -147,7 +147,7 @@ impl Shard {
                     wakes,
                 }
             }
-            PollStart::Full | PollStart::SidBusy => {
+            PollStart::Full | PollStart::AddressFull | PollStart::SidBusy => {
                 self.metrics.proxy_idle(nat, kind);
                 Step::now(PollReply::Refused)
             }

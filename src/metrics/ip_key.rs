@@ -97,7 +97,10 @@ impl IpHasher {
     }
 
     /// The key of one address. An IPv4-mapped IPv6 address hashes as its
-    /// IPv4 address, so one host is one key however it was written.
+    /// IPv4 address, so one host is one key however it was written. An IPv6
+    /// address counts by its /64: one host or home network gets a /64 and
+    /// may use any address in it (privacy addresses change daily), so
+    /// counting /128s would let one machine be 2⁶⁴ "addresses".
     pub fn key(&self, ip: IpAddr) -> IpKey {
         match ip.to_canonical() {
             IpAddr::V4(v4) => {
@@ -105,9 +108,9 @@ impl IpHasher {
                 IpKey(self.hash_bytes(&[4, a, b, c, d]))
             }
             IpAddr::V6(v6) => {
-                let mut input = [6u8; 17];
-                if let Some(tail) = input.get_mut(1..) {
-                    tail.copy_from_slice(&v6.octets());
+                let mut input = [6u8; 9];
+                if let (Some(prefix), Some(tail)) = (v6.octets().get(..8), input.get_mut(1..)) {
+                    tail.copy_from_slice(prefix);
                 }
                 IpKey(self.hash_bytes(&input))
             }

@@ -171,10 +171,16 @@ export class Broker {
     return this.request("GET", urlPath, opts);
   }
 
-  /** POST /proxy; `poll` is a body string or the options of `pollBody` (with `sid`). */
+  /**
+   * POST /proxy; `poll` is a body string or the options of `pollBody` (with `sid`). Each
+   * poll comes from an address of its own (`CF-Connecting-IP`, which Cloudflare sets), as
+   * real proxies do, unless `opts.headers` names one: one address may hold only
+   * `MAX_POLLS_PER_ADDRESS` sessions.
+   */
   proxy(poll, opts = {}) {
     const body = typeof poll === "string" || poll instanceof Uint8Array ? poll : pollBody(poll.sid, poll);
-    return this.post("/proxy", body, opts);
+    const headers = { "CF-Connecting-IP": proxyAddress(), ...(opts.headers ?? {}) };
+    return this.post("/proxy", body, { ...opts, headers });
   }
 
   /** POST /client with a 1.0 body built from `offer` and `fields` (see `clientBody`). */
@@ -240,6 +246,13 @@ export class Broker {
 
 // ---------------------------------------------------------------------------------------------
 // Identifiers and SDP fixtures.
+
+let addresses = 0;
+/** A fresh proxy address (IPv6 documentation range, one /64 each), unique per call. */
+export function proxyAddress() {
+  addresses += 1;
+  return `2001:db8:${(addresses >> 16) & 0xffff}:${addresses & 0xffff}::1`;
+}
 
 let counter = 0;
 /** A fresh Sid like the Go proxy's (22 chars of base64 without padding), unique per call. */

@@ -308,6 +308,39 @@ describe("concurrency", () => {
   });
 });
 
+describe("a flood from one address (MAX_POLLS_PER_ADDRESS, default 10)", () => {
+  test("600 polls from one address park 10; honest proxies still park, and once the flood's 10 are taken the next client gets an honest proxy", async () => {
+    const attacker = { headers: { "CF-Connecting-IP": "203.0.113.66" } };
+    const answered = new Map();
+    const flood = Array.from({ length: 600 }, (_, i) => {
+      const p = b.proxy({ sid: newSid("flood"), nat: "unrestricted" }, attacker);
+      p.then((res) => answered.set(i, res));
+      return p;
+    });
+    await b.waitSessions(10);
+    const honestSid = newSid("honest");
+    const honest = b.proxy({ sid: honestSid, nat: "unrestricted" });
+    await b.waitSessions(11);
+    // Every poll beyond the 10 is answered at once, as one beyond MAX_PARKED_POLLS is.
+    for (const deadline = Date.now() + 3000; answered.size < 590 && Date.now() < deadline; ) await sleep(5);
+    assert.equal(answered.size, 590);
+    for (const res of answered.values()) assertText(res, 200, noMatch(60000), { cors: true });
+    // The flood's 10 parked polls are older, so the first 10 clients go to them; while those
+    // clients wait for answers that never come, the address may not park more.
+    const parked = flood.filter((_, i) => !answered.has(i));
+    const wasted = Array.from({ length: 10 }, (_, i) => b.client(offerJson(`wasted-${i}`), { nat: "unrestricted" }));
+    for (const res of await Promise.all(parked)) assert.equal(res.json().Status, "client match", `${res}`);
+    const more = await b.proxy({ sid: newSid("flood"), nat: "unrestricted" }, attacker);
+    assertText(more, 200, noMatch(60000), { cors: true });
+    const offer = offerJson("honest");
+    const client = b.client(offer, { nat: "unrestricted" });
+    assertText(await honest, 200, clientMatch(offer, "unrestricted"), { cors: true });
+    assertText(await b.answer(honestSid, answerJson("honest")), 200, SUCCESS);
+    assertText(await client, 200, clientAnswer(answerJson("honest")));
+    for (const res of await Promise.all(wasted)) assertText(res, 200, TIMED_OUT);
+  });
+});
+
 describe("match versus timeout is atomic (docs/design.md §2.1)", () => {
   let t;
   const POLL = 300;

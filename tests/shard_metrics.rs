@@ -290,10 +290,18 @@ fn a_restart_mid_period_continues_the_counts() {
         offer(Nat::Restricted, Some("IR"), Rendezvous::Http, now),
     );
     s.expire(now + 10_000);
-    let saved = serde_json::to_string(&s.snapshot()).unwrap();
+    let saved = s.snapshot_text().unwrap();
+    let rows = s.unsaved_addresses();
+    assert_eq!(rows.len(), 1, "one row per new address");
+    assert!(s.unsaved_addresses().is_empty(), "a row is written once");
     // A new object: different random secret, later clock, restored state.
     let mut restarted = Shard::new(shard().engine().settings(), PERIOD, START + 3_600, [1; 16]);
     restarted.restore(&serde_json::from_str(&saved).unwrap());
+    restarted.restore_addresses(s.period_start(), rows);
+    assert!(
+        restarted.unsaved_addresses().is_empty(),
+        "restored rows are saved already"
+    );
     // The same proxy polls again: still one unique IP, because the key is restored.
     let _ = restarted.poll(
         now + 3_600_000,
@@ -318,6 +326,60 @@ fn a_restart_mid_period_continues_the_counts() {
         !saved.contains("129.97"),
         "the snapshot must not hold addresses"
     );
+}
+
+/// Past ~131k addresses a whole-set value exceeded the 2 MiB storage value
+/// limit; now the snapshot stays small and each address is one row.
+#[test]
+fn the_snapshot_stays_small_however_many_addresses_and_each_is_saved_once() {
+    let mut s = shard();
+    let now = START * 1000;
+    let mut rows = 0;
+    for i in 0..200_000u32 {
+        let [_, b, c, d] = i.to_be_bytes();
+        let ip = format!("10.{b}.{c}.{d}");
+        let _ = s.poll(
+            now,
+            poll(
+                &format!("s{i}"),
+                Nat::Unknown,
+                ProxyType::Standalone,
+                &ip,
+                "CA",
+            ),
+        );
+        s.expire(now + 10_000);
+        if i % 50_000 == 49_999 {
+            rows += s.unsaved_addresses().len();
+        }
+    }
+    assert_eq!(rows, 200_000);
+    let text = s.snapshot_text().unwrap();
+    assert!(text.len() < 8_192, "snapshot of {} bytes", text.len());
+    // An idle shard with nothing new has nothing to write.
+    assert!(s.unsaved_addresses().is_empty());
+    assert!(s.is_idle());
+}
+
+/// A snapshot written by an earlier version held the whole set: it is read,
+/// and its addresses are then written as rows.
+#[test]
+fn a_snapshot_holding_the_whole_set_is_still_read() {
+    let mut old = shard();
+    let now = START * 1000;
+    let _ = old.poll(
+        now,
+        poll("a", Nat::Open, ProxyType::Webext, "129.97.208.23", "CA"),
+    );
+    old.expire(now + 10_000);
+    let mut whole: serde_json::Value = serde_json::from_str(&old.snapshot_text().unwrap()).unwrap();
+    let set = serde_json::to_value(&old.metrics().period.proxies).unwrap();
+    whole["metrics"]["period"]["proxies"] = set;
+    let mut restarted = shard();
+    restarted.restore(&serde_json::from_value(whole).unwrap());
+    assert_eq!(restarted.unsaved_addresses().len(), 1);
+    let block = flush(&mut restarted);
+    assert_eq!(field(&block, "snowflake-ips-total"), "1");
 }
 
 #[test]

@@ -301,6 +301,11 @@ impl Engine {
         Some(proxy)
     }
 
+    /// Nothing is parked.
+    pub fn is_idle(&self) -> bool {
+        self.proxies.is_empty() && self.clients.is_empty()
+    }
+
     /// How many polls are parked in each pool (indexed by `Pool::index`).
     pub fn pool_sizes(&self) -> [usize; 3] {
         let mut sizes = [0; 3];

@@ -10,7 +10,10 @@ use super::api::{
     PollReply, PollRequest, RejectedPoll,
 };
 use super::{Census, Engine, Millis, OfferStart, PollStart, Settings, Ticket, Wake};
-use crate::metrics::{AnswerStatus, BrokerMetrics, ClientStatus, Country, IpHasher, Rendezvous};
+use crate::metrics::{
+    AnswerStatus, BrokerMetrics, ClientStatus, Country, IpHasher, IpKey, PeriodCounters,
+    PromCounters, ProxyRecord, Rendezvous,
+};
 use crate::protocol::nat::Nat;
 use crate::protocol::proxy::ProxyType;
 use serde::{Deserialize, Serialize};
@@ -57,7 +60,9 @@ enum Labels {
     },
 }
 
-/// Everything a shard must keep across a restart.
+/// Everything a shard must keep across a restart, as read back. The
+/// address set is saved apart, one row per address ([`Shard::unsaved_addresses`]);
+/// a snapshot written before that holds the whole set, which is read too.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     pub metrics: BrokerMetrics,
@@ -67,6 +72,25 @@ pub struct Snapshot {
     /// the shard's own storage and is replaced at the end of every period,
     /// so keys of different periods cannot be linked.
     pub ip_secret: String,
+}
+
+/// The snapshot as written: the same fields, the address set left out.
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    metrics: MetricsOut<'a>,
+    period_start: u64,
+    ip_secret: String,
+}
+
+#[derive(Serialize)]
+struct MetricsOut<'a> {
+    period: PeriodOut<'a>,
+    lifetime: &'a PromCounters,
+}
+
+#[derive(Serialize)]
+struct PeriodOut<'a> {
+    counters: &'a PeriodCounters,
 }
 
 #[derive(Debug)]
@@ -321,12 +345,59 @@ impl Shard {
         closed
     }
 
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            metrics: self.metrics.clone(),
+    /// The snapshot's text: counters, period clock and secret, a few KB
+    /// whatever the number of addresses.
+    pub fn snapshot_text(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&SnapshotOut {
+            metrics: MetricsOut {
+                period: PeriodOut {
+                    counters: &self.metrics.period.counters,
+                },
+                lifetime: &self.metrics.lifetime,
+            },
             period_start: self.period_start,
             ip_secret: self.ip_secret.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+
+    /// Start of the current period (the address rows are saved under it).
+    pub fn period_start(&self) -> u64 {
+        self.period_start
+    }
+
+    /// The current period's address records new or changed since the last
+    /// call, to be written as rows under [`Shard::period_start`].
+    pub fn unsaved_addresses(&mut self) -> Vec<(IpKey, ProxyRecord)> {
+        self.metrics.period.proxies.take_unsaved()
+    }
+
+    /// Their write failed: they are written with the next save, if their
+    /// period is still the current one.
+    pub fn unsave_addresses(&mut self, period_start: u64, keys: Vec<IpKey>) {
+        if period_start == self.period_start {
+            self.metrics.period.proxies.unsave(keys);
         }
+    }
+
+    /// Address rows read back after a restart, for the period starting at
+    /// `period_start` (ignored if that is not the current period).
+    pub fn restore_addresses(
+        &mut self,
+        period_start: u64,
+        rows: impl IntoIterator<Item = (IpKey, ProxyRecord)>,
+    ) {
+        if period_start != self.period_start {
+            return;
+        }
+        for (key, record) in rows {
+            self.metrics.period.proxies.add_saved(key, record);
+        }
+    }
+
+    /// No request is parked: a good moment to save, before an idle object
+    /// is evicted.
+    pub fn is_idle(&self) -> bool {
+        self.engine.is_idle()
     }
 
     /// Continues from a saved snapshot (after a restart). Events counted

@@ -17,7 +17,7 @@ use crate::protocol::nat::Nat;
 use crate::protocol::proxy::ProxyType;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Addresses one set keeps before it stops adding new ones: about 20 MB of
 /// memory, far above the ~10⁵ daily proxy addresses upstream sees, but a
@@ -35,6 +35,22 @@ pub struct ProxyRecord {
 }
 
 impl ProxyRecord {
+    /// The record as one storage value: country (2 bytes), NAT bits, type
+    /// bits, big-endian in a `u32` (exact in a JavaScript number).
+    pub fn to_u32(self) -> u32 {
+        let [c0, c1] = self.country.bytes();
+        u32::from_be_bytes([c0, c1, self.nats, self.types])
+    }
+
+    pub fn from_u32(packed: u32) -> ProxyRecord {
+        let [c0, c1, nats, types] = packed.to_be_bytes();
+        ProxyRecord {
+            country: Country::from_bytes([c0, c1]),
+            nats,
+            types,
+        }
+    }
+
     fn union(self, other: ProxyRecord) -> ProxyRecord {
         ProxyRecord {
             country: self.country.preferred(other.country),
@@ -51,6 +67,9 @@ pub struct ProxySet {
     limit: usize,
     /// New addresses refused because the set was full.
     dropped: u64,
+    /// Records new or changed since they were last taken for saving: only
+    /// these are written, one storage row each.
+    unsaved: BTreeSet<IpKey>,
 }
 
 impl Default for ProxySet {
@@ -59,6 +78,7 @@ impl Default for ProxySet {
             records: BTreeMap::new(),
             limit: DEFAULT_LIMIT,
             dropped: 0,
+            unsaved: BTreeSet::new(),
         }
     }
 }
@@ -84,11 +104,47 @@ impl ProxySet {
     fn add(&mut self, key: IpKey, record: ProxyRecord) {
         let full = self.records.len() >= self.limit;
         match self.records.get_mut(&key) {
-            Some(old) => *old = old.union(record),
+            Some(old) => {
+                let new = old.union(record);
+                if new != *old {
+                    *old = new;
+                    self.unsaved.insert(key);
+                }
+            }
             None if full => self.dropped = self.dropped.saturating_add(1),
             None => {
                 self.records.insert(key, record);
+                self.unsaved.insert(key);
             }
+        }
+    }
+
+    /// The records new or changed since the last call, to be saved; the
+    /// set then counts them as saved ([`ProxySet::unsave`] undoes that if
+    /// the write fails).
+    pub fn take_unsaved(&mut self) -> Vec<(IpKey, ProxyRecord)> {
+        let keys = std::mem::take(&mut self.unsaved);
+        keys.into_iter()
+            .filter_map(|k| self.records.get(&k).map(|r| (k, *r)))
+            .collect()
+    }
+
+    /// Marks records as unsaved again (their write failed).
+    pub fn unsave(&mut self, keys: impl IntoIterator<Item = IpKey>) {
+        self.unsaved.extend(keys);
+    }
+
+    /// Whether any record awaits saving.
+    pub fn has_unsaved(&self) -> bool {
+        !self.unsaved.is_empty()
+    }
+
+    /// Adds a record read back from storage (already saved).
+    pub fn add_saved(&mut self, key: IpKey, record: ProxyRecord) {
+        let was_unsaved = self.unsaved.contains(&key);
+        self.add(key, record);
+        if !was_unsaved {
+            self.unsaved.remove(&key);
         }
     }
 
@@ -195,13 +251,15 @@ impl<'de> Deserialize<'de> for ProxySet {
         }
         let mut set = ProxySet::default();
         for chunk in chunks {
+            // Records that arrive this way (an old whole-set snapshot, a
+            // reply over the seam) have no rows yet.
             let mut key = [0u8; 8];
             let mut rest = [0u8; 4];
             let (k, r) = chunk.split_at(8);
             key.copy_from_slice(k);
             rest.copy_from_slice(r);
             let [c0, c1, nats, types] = rest;
-            set.records.insert(
+            set.add(
                 IpKey(u64::from_be_bytes(key)),
                 ProxyRecord {
                     country: Country::from_bytes([c0, c1]),
@@ -255,6 +313,30 @@ mod tests {
         assert_eq!(set.len(), 2);
         assert_eq!(set.dropped(), 3);
         assert_eq!(set.with_nat(Nat::Open), 1);
+    }
+
+    #[test]
+    fn only_new_and_changed_records_await_saving() {
+        let mut set = ProxySet::default();
+        set.observe(IpKey(1), ca(), Nat::Unknown, ProxyType::Standalone);
+        set.observe(IpKey(2), ca(), Nat::Unknown, ProxyType::Standalone);
+        assert_eq!(set.take_unsaved().len(), 2);
+        assert!(!set.has_unsaved());
+        // The same poll again changes nothing; a new NAT type changes the record.
+        set.observe(IpKey(1), ca(), Nat::Unknown, ProxyType::Standalone);
+        assert!(!set.has_unsaved());
+        set.observe(IpKey(2), ca(), Nat::Open, ProxyType::Standalone);
+        let unsaved = set.take_unsaved();
+        assert_eq!(unsaved.len(), 1);
+        assert_eq!(unsaved[0].0, IpKey(2));
+        // A failed write puts them back; rows read back are saved already.
+        set.unsave([IpKey(2)]);
+        assert!(set.has_unsaved());
+        let mut restored = ProxySet::default();
+        restored.add_saved(IpKey(9), ProxyRecord::from_u32(unsaved[0].1.to_u32()));
+        assert!(!restored.has_unsaved());
+        assert_eq!(restored.with_nat(Nat::Open), 1);
+        assert_eq!(ProxyRecord::from_u32(unsaved[0].1.to_u32()), unsaved[0].1);
     }
 
     #[test]

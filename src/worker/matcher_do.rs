@@ -18,19 +18,35 @@ use crate::matcher::api::{
 use crate::matcher::shard::{Shard, Snapshot, Started, Step};
 use crate::matcher::waiters::Waiters;
 use crate::matcher::{Settings, Ticket};
+use crate::metrics::{IpKey, PeriodStats, ProxyRecord, ProxySet};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
+use js_sys::{Object, Reflect};
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{
     durable_object, DurableObject, Env, Request, Response, Result, ScheduledTime, State, Storage,
 };
 
-/// Storage keys: the shard's snapshot, and one key per closed period.
+/// Storage keys: the shard's snapshot (counters and period clock, a few
+/// KB), one key per closed period (its counters), and one row per proxy
+/// address and period, `ips:<period start>:<key>`, written once when the
+/// address is first seen (again only if its record changes). Each key is a
+/// row of the object's SQLite storage, so no value grows with the network.
 const SNAPSHOT_KEY: &str = "metrics-snapshot";
 const CLOSED_PREFIX: &str = "metrics-closed:";
+const ADDRESS_PREFIX: &str = "ips:";
+/// Keys per `put` (the storage API's limit).
+const PUT_BATCH: usize = 128;
+/// How soon to save once nothing is parked: an idle object may be evicted
+/// after 10 s, losing what it counted since the last save.
+const IDLE_SAVE_MS: u64 = 1_000;
+
+fn address_prefix(period_start: u64) -> String {
+    format!("{ADDRESS_PREFIX}{period_start:020}:")
+}
 
 struct Inner {
     shard: RefCell<Shard>,
@@ -39,6 +55,10 @@ struct Inner {
     /// Closed periods not yet written to storage (kept if a write fails, so
     /// the alarm's retry writes them).
     unwritten: RefCell<Vec<ClosedPeriod>>,
+    /// The snapshot text last written, so an unchanged one is not written again.
+    saved: RefCell<Option<String>>,
+    /// When the next alarm is set for, as far as this instance knows.
+    alarm_at: Cell<Option<u64>>,
 }
 
 impl Inner {
@@ -159,6 +179,8 @@ fn start(config: Option<Config>) -> std::result::Result<Rc<Inner>, &'static str>
         waiters: RefCell::new(Waiters::default()),
         timers: Timers::default(),
         unwritten: RefCell::new(Vec::new()),
+        saved: RefCell::new(None),
+        alarm_at: Cell::new(None),
     }))
 }
 
@@ -211,6 +233,7 @@ impl DurableObject for Matcher {
                 let reply = inner
                     .settle(step, Waiters::park_poll, PollReply::NoMatch, caller_left)
                     .await;
+                self.keep_saving(&inner).await;
                 reply_json(&reply)
             }
             OfferRequest::PATH => {
@@ -221,6 +244,7 @@ impl DurableObject for Matcher {
                 let reply = inner
                     .settle(step, Waiters::park_offer, OfferReply::TimedOut, caller_left)
                     .await;
+                self.keep_saving(&inner).await;
                 reply_json(&reply)
             }
             AnswerRequest::PATH => {
@@ -229,6 +253,7 @@ impl DurableObject for Matcher {
                 };
                 let (reply, wakes) = inner.shard.borrow_mut().answer(call);
                 inner.deliver(wakes);
+                self.keep_saving(&inner).await;
                 reply_json(&reply)
             }
             RejectedPoll::PATH => {
@@ -236,6 +261,7 @@ impl DurableObject for Matcher {
                     return bad_call(&path);
                 };
                 let done = inner.shard.borrow_mut().rejected_poll(call);
+                self.keep_saving(&inner).await;
                 reply_json(&done)
             }
             CensusRequest::PATH => reply_json(&inner.shard.borrow().census()),
@@ -253,36 +279,76 @@ impl DurableObject for Matcher {
         }
     }
 
-    /// Closes finished periods and saves the metrics.
+    /// Saves what changed (new address rows, the snapshot if it differs),
+    /// closes finished periods, and sets the next alarm: in `save_every_ms`
+    /// while there is traffic, at the period's end once there is none.
     async fn alarm(&self) -> Result<Response> {
         let Ok(inner) = self.inner.as_ref() else {
             return Response::ok("");
         };
         let now = now_ms();
+        inner.alarm_at.set(None);
+        // A closed period keeps its unsaved rows; they are written with it.
         let closed = inner
             .shard
             .borrow_mut()
             .close_periods(now / 1000, random_secret);
+        let closed_any = !closed.is_empty();
         inner.unwritten.borrow_mut().extend(closed);
-        // The next alarm first: if a write below fails and the runtime's
-        // retries give up, saving and closing periods still go on.
+        // The next alarm before any write: if a write below fails and the
+        // runtime's retries give up, saving and closing periods still go
+        // on. Always in the future: an alarm set for the very time of the
+        // one running is dropped when it returns.
         let period_end_ms = inner.shard.borrow().period_end().saturating_mul(1000);
-        schedule(
-            &self.storage,
-            now.saturating_add(self.save_every_ms).min(period_end_ms),
-        )
-        .await?;
+        let soon = now
+            .saturating_add(self.save_every_ms)
+            .min(period_end_ms)
+            .max(now.saturating_add(1));
+        schedule(inner, &self.storage, soon).await?;
         loop {
-            let next = inner.unwritten.borrow().first().cloned();
-            let Some(period) = next else { break };
-            let text = json(&period)?;
-            self.storage
-                .put(&format!("{CLOSED_PREFIX}{:020}", period.end), text)
-                .await?;
-            inner.unwritten.borrow_mut().retain(|p| p.end != period.end);
+            let next = {
+                let mut unwritten = inner.unwritten.borrow_mut();
+                (!unwritten.is_empty()).then(|| unwritten.remove(0))
+            };
+            let Some(mut period) = next else { break };
+            if let Err(e) = write_closed(&self.storage, &mut period).await {
+                inner.unwritten.borrow_mut().insert(0, period);
+                return Err(e);
+            }
         }
-        save(inner, &self.storage).await?;
+        let wrote_rows = save_rows(inner, &self.storage).await?;
+        let wrote_snapshot = save_snapshot(inner, &self.storage).await?;
+        // Nothing counted since the last alarm and nothing parked: no need
+        // to wake before the period ends (a request sets an earlier alarm).
+        let quiet = !wrote_rows && !wrote_snapshot && !closed_any;
+        if quiet && inner.shard.borrow().is_idle() && period_end_ms > soon {
+            schedule(inner, &self.storage, period_end_ms).await?;
+        }
         Response::ok("")
+    }
+}
+
+impl Matcher {
+    /// After a call that counted something: make sure a save comes within
+    /// `save_every_ms`, or within a second once nothing is parked (an idle
+    /// object may be evicted before a later alarm). Sets the alarm only
+    /// when none is due soon enough, so steady traffic costs no writes.
+    async fn keep_saving(&self, inner: &Inner) {
+        let now = now_ms();
+        let within = if inner.shard.borrow().is_idle() {
+            IDLE_SAVE_MS
+        } else {
+            self.save_every_ms
+        };
+        let due = now.saturating_add(within);
+        if inner.alarm_at.get().is_some_and(|at| at <= due) {
+            return;
+        }
+        if let Err(e) = schedule(inner, &self.storage, due).await {
+            super::log::error(&format!(
+                "snowflake-broker: storage: setting the save alarm failed: {e}"
+            ));
+        }
     }
 }
 
@@ -308,14 +374,119 @@ fn bad_call(path: &str) -> Result<Response> {
     Response::error(format!("unreadable call to {path}"), 400)
 }
 
-async fn save(inner: &Inner, storage: &Storage) -> Result<()> {
-    let snapshot = inner.shard.borrow().snapshot();
-    storage.put(SNAPSHOT_KEY, json(&snapshot)?).await
+/// Writes the current period's new and changed address rows; true if there
+/// were any. On failure they stay unsaved for the next alarm.
+async fn save_rows(inner: &Inner, storage: &Storage) -> Result<bool> {
+    let (start, rows) = {
+        let mut shard = inner.shard.borrow_mut();
+        (shard.period_start(), shard.unsaved_addresses())
+    };
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    if let Err(e) = put_rows(storage, start, &rows).await {
+        let keys = rows.into_iter().map(|(k, _)| k).collect();
+        inner.shard.borrow_mut().unsave_addresses(start, keys);
+        return Err(e);
+    }
+    Ok(true)
 }
 
-async fn schedule(storage: &Storage, at_ms: u64) -> Result<()> {
+/// One row per address: `ips:<period start>:<key hex>` → the record as a number.
+async fn put_rows(storage: &Storage, start: u64, rows: &[(IpKey, ProxyRecord)]) -> Result<()> {
+    let prefix = address_prefix(start);
+    for batch in rows.chunks(PUT_BATCH) {
+        let object = Object::new();
+        for (key, record) in batch {
+            let name = JsValue::from_str(&format!("{prefix}{}", key.to_hex()));
+            Reflect::set(
+                &object,
+                &name,
+                &JsValue::from_f64(f64::from(record.to_u32())),
+            )
+            .map_err(worker::Error::from)?;
+        }
+        storage.put_multiple_raw(object).await?;
+    }
+    Ok(())
+}
+
+/// Every address row of the period that started at `start`. A row that
+/// cannot be read is skipped (it only lowers a count).
+async fn read_rows(storage: &Storage, start: u64) -> Result<Vec<(IpKey, ProxyRecord)>> {
+    let prefix = address_prefix(start);
+    let map = storage
+        .list_with_options(worker::ListOptions::new().prefix(&prefix))
+        .await?;
+    let mut rows = Vec::new();
+    for entry in map.entries() {
+        let Some(pair) = entry.ok().and_then(|e| e.dyn_into::<js_sys::Array>().ok()) else {
+            continue;
+        };
+        let key = pair
+            .get(0)
+            .as_string()
+            .and_then(|k| k.strip_prefix(&prefix).and_then(IpKey::from_hex));
+        let record = pair
+            .get(1)
+            .as_f64()
+            .filter(|v| v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(v))
+            .map(|v| ProxyRecord::from_u32(v as u32));
+        if let (Some(key), Some(record)) = (key, record) {
+            rows.push((key, record));
+        }
+    }
+    Ok(rows)
+}
+
+/// A closed period: any of its rows not yet written, then its counters
+/// (the set is read back from the rows).
+async fn write_closed(storage: &Storage, period: &mut ClosedPeriod) -> Result<()> {
+    let start = period.end.saturating_sub(period.seconds);
+    let rows = period.stats.proxies.take_unsaved();
+    if let Err(e) = put_rows(storage, start, &rows).await {
+        period
+            .stats
+            .proxies
+            .unsave(rows.into_iter().map(|(k, _)| k));
+        return Err(e);
+    }
+    let counters = ClosedPeriod {
+        end: period.end,
+        seconds: period.seconds,
+        stats: PeriodStats {
+            counters: period.stats.counters.clone(),
+            proxies: ProxySet::default(),
+        },
+    };
+    storage
+        .put(
+            &format!("{CLOSED_PREFIX}{:020}", period.end),
+            json(&counters)?,
+        )
+        .await
+}
+
+/// Writes the snapshot unless it is the one last written; true if it wrote.
+async fn save_snapshot(inner: &Inner, storage: &Storage) -> Result<bool> {
+    let text = inner
+        .shard
+        .borrow()
+        .snapshot_text()
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    if inner.saved.borrow().as_deref() == Some(text.as_str()) {
+        return Ok(false);
+    }
+    storage.put(SNAPSHOT_KEY, text.clone()).await?;
+    *inner.saved.borrow_mut() = Some(text);
+    Ok(true)
+}
+
+async fn schedule(inner: &Inner, storage: &Storage, at_ms: u64) -> Result<()> {
     let date = js_sys::Date::new(&JsValue::from_f64(at_ms as f64));
-    storage.set_alarm(ScheduledTime::new(date)).await
+    storage.set_alarm(ScheduledTime::new(date)).await?;
+    inner.alarm_at.set(Some(at_ms));
+    Ok(())
 }
 
 async fn restore(inner: &Inner, storage: &Storage, save_every_ms: u64) -> Result<()> {
@@ -327,14 +498,19 @@ async fn restore(inner: &Inner, storage: &Storage, save_every_ms: u64) -> Result
             )),
         }
     }
-    if storage.get_alarm().await?.is_none() {
-        schedule(storage, now_ms().saturating_add(save_every_ms)).await?;
+    let start = inner.shard.borrow().period_start();
+    let rows = read_rows(storage, start).await?;
+    inner.shard.borrow_mut().restore_addresses(start, rows);
+    match storage.get_alarm().await? {
+        Some(at) => inner.alarm_at.set(u64::try_from(at).ok()),
+        None => schedule(inner, storage, now_ms().saturating_add(save_every_ms)).await?,
     }
     Ok(())
 }
 
-/// Every closed period this shard keeps, oldest first (keys sort by end).
-/// A stored period that cannot be read is logged and skipped.
+/// Every closed period this shard keeps, oldest first (keys sort by end),
+/// each with its address rows. A stored period that cannot be read is
+/// logged and skipped.
 async fn closed_periods(storage: &Storage) -> Result<Vec<ClosedPeriod>> {
     let map = storage
         .list_with_options(worker::ListOptions::new().prefix(CLOSED_PREFIX))
@@ -345,7 +521,14 @@ async fn closed_periods(storage: &Storage) -> Result<Vec<ClosedPeriod>> {
             continue;
         };
         match serde_json::from_str::<ClosedPeriod>(&text) {
-            Ok(period) => out.push(period),
+            Ok(mut period) => {
+                // Periods closed by an earlier version hold their set inline.
+                let start = period.end.saturating_sub(period.seconds);
+                for (key, record) in read_rows(storage, start).await? {
+                    period.stats.proxies.add_saved(key, record);
+                }
+                out.push(period);
+            }
             Err(e) => super::log::error(&format!(
                 "snowflake-broker: storage: a closed metrics period is unreadable: {e}"
             )),

@@ -199,3 +199,50 @@ test("metrics: counts continue after a restart mid-period on persisted storage",
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("metrics: what was counted just before a lull survives an eviction right after it (saved within ~1 s, not 30 s)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "do-"));
+  try {
+    // The default period saves every 30 s while requests are parked.
+    let mf = await broker({}, dir);
+    for (let i = 0; i < 9; i++) await client(mf, { nat: "restricted" });
+    await sleep(1500); // idle: the save comes within a second
+    await mf.dispose();
+    mf = await broker({}, dir);
+    try {
+      const text = await (await mf.dispatchFetch("http://broker/prometheus")).text();
+      // 9 denials, rounded up to 16.
+      assert.match(text, /\nsnowflake_rounded_client_poll_total\{cc="\?\?",nat="restricted",rendezvous_method="http",status="denied"\} 16\n/, text);
+    } finally {
+      await mf.dispose();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("metrics: 2,000 proxy addresses are saved as rows and read back after a restart", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "do-"));
+  const settings = { METRICS_PERIOD_SECONDS: "8" }; // saves every second
+  const ip = (i) => `10.0.${i >> 8}.${i & 255}`;
+  const polls = (mf, from, to) =>
+    Promise.all(Array.from({ length: to - from }, (_, k) => poll(mf, { sid: `rows-${from + k}-${Math.random()}`, ip: ip(from + k) })));
+  try {
+    let mf = await broker(settings, dir);
+    await polls(mf, 0, 2000);
+    await sleep(1500);
+    await mf.dispose();
+    mf = await broker(settings, dir);
+    try {
+      // 500 addresses seen before the restart and 500 new ones.
+      await polls(mf, 1500, 2500);
+      const [block] = await periods(mf, 1, 15000);
+      assert.equal(line(block, "snowflake-ips-total"), "snowflake-ips-total 2500");
+      assert.equal(line(block, "snowflake-ips"), "snowflake-ips CA=2500");
+    } finally {
+      await mf.dispose();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

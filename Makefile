@@ -81,6 +81,11 @@ $(PROMTOOL):
 build: tools
 	$(BIN)/worker-build --release
 
+# The same Worker with the `fault-injection` feature (tests only, never deployed):
+# build/fault/index.js. tests/worker/faults.test.mjs resets the matcher with it.
+build-fault: tools
+	$(BIN)/worker-build --release --no-opt --out-dir build/fault . --features fault-injection
+
 # wrangler runs the [build] command (make build) itself before serving.
 dev: tools .dev.vars
 	$(NODE_BIN)/wrangler dev --ip 127.0.0.1 --port 8787
@@ -95,6 +100,7 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy --target wasm32-unknown-unknown --features fault-injection -- -D warnings
 
 test-native:
 	cargo test
@@ -103,7 +109,7 @@ test-native:
 test-fuzz:
 	bash fuzz/run.sh
 
-test-worker: build promtool
+test-worker: build build-fault promtool
 	node --test --test-reporter=spec tests/worker/
 
 deploy-check: build

@@ -143,6 +143,9 @@ pub struct Matcher {
     /// How often metrics are saved: at most this much counting is lost if
     /// the object is reset between two saves.
     save_every_ms: u64,
+    /// The object's state, for the fault-injection test build's reset.
+    #[cfg(feature = "fault-injection")]
+    raw_state: JsValue,
 }
 
 /// Saving every 30 s keeps storage writes independent of traffic (about
@@ -193,6 +196,8 @@ impl DurableObject for Matcher {
             inner,
             storage: state.storage(),
             save_every_ms: save_interval_ms(period),
+            #[cfg(feature = "fault-injection")]
+            raw_state: AsRef::<JsValue>::as_ref(state.as_raw()).clone(),
         };
         // Restore before any request is delivered (the runtime holds them
         // until this finishes). Errors are logged, never thrown: a throw
@@ -221,6 +226,10 @@ impl DurableObject for Matcher {
             Err(why) => return failed(why),
         };
         let path = req.path();
+        #[cfg(feature = "fault-injection")]
+        if path == "/fault/reset" {
+            return self.reset_for_test();
+        }
         let caller_left = js::aborted(&js::request_signal(&req));
         let body = req.bytes().await?;
         let now = now_ms();
@@ -329,6 +338,28 @@ impl DurableObject for Matcher {
 }
 
 impl Matcher {
+    /// `ctx.abort()` a moment later, from a timer: the runtime drops this
+    /// instance as an eviction or a deploy would, failing every call in
+    /// flight, and the next call starts a fresh one from storage. (Called
+    /// from inside the wasm module, the abort would unwind through it and
+    /// terminate the module, a different fault.)
+    #[cfg(feature = "fault-injection")]
+    fn reset_for_test(&self) -> Result<Response> {
+        let get = |target: &JsValue, name: &str| {
+            js_sys::Reflect::get(target, &JsValue::from_str(name))
+                .ok()
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        };
+        let global = js_sys::global();
+        if let (Some(abort), Some(set_timeout)) =
+            (get(&self.raw_state, "abort"), get(&global, "setTimeout"))
+        {
+            let later = abort.bind1(&self.raw_state, &JsValue::from_str("fault injection"));
+            let _ = set_timeout.call2(&global, &later, &JsValue::from_f64(0.0));
+        }
+        Response::ok("reset")
+    }
+
     /// After a call that counted something: make sure a save comes within
     /// `save_every_ms`, or within a second once nothing is parked (an idle
     /// object may be evicted before a later alarm). Sets the alarm only

@@ -17,6 +17,8 @@ import { REPO, miniflareOptions } from "../support/worker.mjs";
 
 export { REPO };
 export const BUILD_DIR = path.resolve(process.env.WORKER_BUILD_DIR ?? path.join(REPO, "build"));
+/** The test-only build with the `fault-injection` feature (`make build-fault`). */
+export const FAULT_BUILD_DIR = path.join(REPO, "build/fault");
 
 export const TEXT_PLAIN = "text/plain; charset=utf-8";
 export const DEFAULT_FP = "2B280B23E1107BB62ABFC40DDCC8824814F80A72";
@@ -36,8 +38,8 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * wrangler `[vars]` bindings. Values are passed as given (normally strings). `persist` names
  * a directory for the Durable Object's storage, so that a later broker can continue from it.
  */
-export async function startBroker(settings = {}, { persist = false, edge = false } = {}) {
-  const script = path.join(BUILD_DIR, "index.js");
+export async function startBroker(settings = {}, { persist = false, edge = false, build = BUILD_DIR } = {}) {
+  const script = path.join(build, "index.js");
   // The Worker's console output, line by line; echoed when WORKER_TEST_LOGS is set.
   const logs = [];
   const collect = (stream, echo) => {

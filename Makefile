@@ -16,7 +16,7 @@ export WRANGLER_SEND_METRICS := false
 # Offline: do not try to download the `request.cf` sample (an 8 s stall).
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools geoip promtool build test-native test-fuzz test-worker test-e2e lint deploy-check clean
+.PHONY: help dev test tools geoip promtool build build-fault test-native test-fuzz test-worker test-e2e lint deploy-check clean
 
 help:
 	@echo "make dev   - build and serve the broker on http://127.0.0.1:8787/"

@@ -50,7 +50,10 @@ const CORS: [(&str, &str); 2] = [
     ("Access-Control-Allow-Headers", "Origin, X-Session-ID"),
 ];
 
-fn into_response(reply: Reply, cors: bool) -> Result<Response> {
+/// The response for `reply`. A `HEAD` request gets the headers a `GET` would,
+/// `Content-Length` included (as Go sends it), and no body: the runtime only
+/// keeps that length when it is given as a header on an empty body.
+fn into_response(reply: Reply, cors: bool, head: bool) -> Result<Response> {
     let headers = Headers::new();
     if cors {
         for (k, v) in CORS {
@@ -63,7 +66,10 @@ fn into_response(reply: Reply, cors: bool) -> Result<Response> {
     for (k, v) in &reply.headers {
         headers.set(k, v)?;
     }
-    let response = if reply.body.is_empty() {
+    let response = if head {
+        headers.set("Content-Length", &reply.body.len().to_string())?;
+        Response::empty()?
+    } else if reply.body.is_empty() {
         Response::empty()?
     } else {
         Response::from_bytes(reply.body.into_bytes())?
@@ -168,7 +174,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
     let cors = route.has_cors();
     let method = req.method();
     if cors && method == Method::Options {
-        return into_response(Reply::empty(200), true);
+        return into_response(Reply::empty(200), true, false);
     }
     let signal = js::request_signal(&req);
     let loaded = settings::load(&env);
@@ -226,7 +232,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         reply.status,
         now_ms().saturating_sub(started),
     );
-    into_response(reply, cors)
+    into_response(reply, cors, method == Method::Head)
 }
 
 fn endpoint(route: &Route) -> &'static str {

@@ -92,6 +92,17 @@ describe("fixed endpoints", () => {
     assert.equal(head.bytes.length, 0);
   });
 
+  test("HEAD gets the headers GET would, Content-Length included, and no body (as Go)", async () => {
+    for (const path of ["/robots.txt", "/debug", "/metrics", "/nothing-here"]) {
+      const get = await b.raw(`GET ${path} HTTP/1.1`);
+      const head = await b.raw(`HEAD ${path} HTTP/1.1`);
+      assert.equal(head.status, get.status, path);
+      assert.deepEqual(head.headers, get.headers, path);
+      assert.equal(head.headers["content-length"], String(Buffer.byteLength(get.body)), path);
+      assert.equal(head.body, "", path);
+    }
+  });
+
   test("/debug on an empty broker: R's exact text, no trailing newline, for any method (§9 #51)", async () => {
     for (const method of ["GET", "POST"]) {
       assertText(await b.request(method, "/debug"), 200, EMPTY_DEBUG, { cors: true });

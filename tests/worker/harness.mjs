@@ -151,7 +151,9 @@ export class Broker {
         }
         const body = data.subarray(end + 4);
         const length = headers["content-length"];
-        if (!force && (length === undefined || body.length < Number(length))) return;
+        // A HEAD response has no body whatever its Content-Length says.
+        const expected = head.startsWith("HEAD ") ? 0 : Number(length);
+        if (!force && (length === undefined || body.length < expected)) return;
         done = true;
         socket.destroy();
         resolve({ status: Number(statusLine.split(" ")[1]), headers, body: body.toString("utf8") });

@@ -43,6 +43,17 @@ Load
                               NextPoll is larger is a refusal (matcher full)
   --refused-wait MODE         after a refusal: "next-poll" (wait NextPoll, as real proxies
                               do; default) or a number of milliseconds
+  --abandon F                 fraction (0-1) of proxy polls abandoned mid-wait, as a closed
+                              browser tab abandons its poll (default 0). Sent as the header
+                              x-test-abandon-after-ms, which only the edge stand-in in front
+                              of the broker acts on (bench/serve.mjs --edge); such a poll
+                              ends with 599, and its proxy polls again under a new Sid
+  --abandon-after-ms MS       when an abandoned poll is given up (default 2000)
+Attack
+  --flood-polls N             N more polls at once from one address (--flood-address), each
+                              re-polling at once whatever NextPoll says and never answering
+                              an offer: an honest client handed one is wasted (default 0)
+  --flood-address IP          the flood's CF-Connecting-IP (default 203.0.113.66)
 Timing
   --ramp S                    start the proxies spread over S seconds (default 1)
   --warmup S                  proxies only, before the window opens (default 1)
@@ -94,6 +105,10 @@ try {
       "poll-gap-ms": { type: "string", default: "0" },
       "next-poll-ms": { type: "string", default: "20000" },
       "refused-wait": { type: "string", default: "next-poll" },
+      abandon: { type: "string", default: "0" },
+      "abandon-after-ms": { type: "string", default: "2000" },
+      "flood-polls": { type: "string", default: "0" },
+      "flood-address": { type: "string", default: "203.0.113.66" },
       ramp: { type: "string", default: "1" },
       warmup: { type: "string", default: "1" },
       drain: { type: "string", default: "15" },
@@ -172,6 +187,10 @@ const opt = {
   pollGapMs: num("poll-gap-ms", { max: 3600000 }),
   nextPollMs: num("next-poll-ms", { max: 86400000 }),
   refusedWait: parsed["refused-wait"],
+  abandon: num("abandon", { max: 1 }),
+  abandonAfterMs: num("abandon-after-ms", { min: 1, max: 3600000, integer: true }),
+  floodPolls: num("flood-polls", { integer: true, max: 100000 }),
+  floodAddress: parsed["flood-address"],
   ramp: num("ramp", { max: 3600 }),
   warmup: num("warmup", { max: 3600 }),
   drain: num("drain", { max: 3600 }),
@@ -467,7 +486,13 @@ const c = {
   pollRefused: 0,
   pollBadPattern: 0,
   pollOther: {},
+  pollAbandoned: 0,
   pollHttp: {},
+  floodPolls: 0,
+  floodMatched: 0,
+  floodRefused: 0,
+  floodNoMatch: 0,
+  floodErrors: 0,
   pollNet: {},
   foreignOffers: 0,
   answers: 0,
@@ -551,6 +576,7 @@ function proxyAddress(i) {
 async function proxyLoop(i) {
   const nat = pickNat(opt.proxyNat, i);
   const from = { "CF-Connecting-IP": proxyAddress(i) };
+  const abandoning = { ...from, "x-test-abandon-after-ms": String(opt.abandonAfterMs) };
   let sid = newSid();
   while (!proxiesStopping && now() < hardDeadline) {
     const body = JSON.stringify({
@@ -564,7 +590,8 @@ async function proxyLoop(i) {
     pollsInFlight += 1;
     let res;
     try {
-      res = await request("POST", "proxy", body, opt.pollTimeoutMs, agent, from);
+      const abandon = opt.abandon > 0 && Math.random() < opt.abandon;
+      res = await request("POST", "proxy", body, opt.pollTimeoutMs, agent, abandon ? abandoning : from);
     } catch (e) {
       if (e.code === "CUT_AT_END") {
         pollsInFlight -= 1;
@@ -578,6 +605,12 @@ async function proxyLoop(i) {
     }
     pollsInFlight -= 1;
     c.polls += 1;
+    if (res.status === 599 && res.text.startsWith("abandoned")) {
+      // The edge gave the poll up; a new tab would be a new session.
+      c.pollAbandoned += 1;
+      sid = newSid();
+      continue;
+    }
     if (res.status !== 200) {
       bump(c.pollHttp, String(res.status));
       await sleep(opt.errorBackoffMs);
@@ -620,6 +653,47 @@ async function proxyLoop(i) {
       continue;
     }
     if (opt.pollGapMs > 0) await sleep(opt.pollGapMs);
+  }
+}
+
+/**
+ * One poll of the flood: from one address, re-polling at once whatever the broker says, and
+ * never answering the offers it is handed.
+ */
+async function floodLoop(j) {
+  const from = { "CF-Connecting-IP": opt.floodAddress };
+  while (!proxiesStopping && now() < hardDeadline) {
+    const body = JSON.stringify({
+      Sid: `flood-${RUN}-${j}-${c.floodPolls}`,
+      Version: "1.3",
+      Type: opt.proxyType,
+      NAT: "unrestricted",
+      Clients: 0,
+      AcceptedRelayPattern: opt.relayPattern,
+    });
+    c.floodPolls += 1;
+    let res;
+    try {
+      res = await request("POST", "proxy", body, opt.pollTimeoutMs, agent, from);
+    } catch (e) {
+      if (e.code === "CUT_AT_END") return;
+      c.floodErrors += 1;
+      await sleep(opt.errorBackoffMs);
+      continue;
+    }
+    let msg = {};
+    try {
+      msg = JSON.parse(res.text);
+    } catch {
+      // counted below
+    }
+    if (msg.Status === "client match") c.floodMatched += 1;
+    else if (msg.Status === "no match" && Number(msg.NextPoll) > opt.nextPollMs) c.floodRefused += 1;
+    else if (msg.Status === "no match") c.floodNoMatch += 1;
+    else {
+      c.floodErrors += 1;
+      await sleep(opt.errorBackoffMs);
+    }
   }
 }
 
@@ -776,6 +850,17 @@ const pct = (sorted, p) =>
   sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
 const r1 = (x) => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10) / 10);
 const sum = (obj) => Object.values(obj).reduce((s, v) => s + v, 0);
+/** MB per minute, the least-squares slope of RSS over `points` ({ t ms, rss bytes }). */
+function rssSlope(points) {
+  if (points.length < 2) return null;
+  const n = points.length;
+  const mt = points.reduce((a, p) => a + p.t, 0) / n;
+  const mr = points.reduce((a, p) => a + p.rss, 0) / n;
+  const num = points.reduce((a, p) => a + (p.t - mt) * (p.rss - mr), 0);
+  const den = points.reduce((a, p) => a + (p.t - mt) ** 2, 0);
+  return den > 0 ? Math.round((num / den) * 60000 / 1048576 * 100) / 100 : null;
+}
+
 const mb = (b) => (b === null || b === undefined ? null : Math.round((b / 1048576) * 10) / 10);
 
 let lastProgress = { t: 0, polls: 0, match: 0, launched: 0, answered: 0, denied: 0, timeout: 0, errors: 0 };
@@ -848,6 +933,10 @@ const proxyTasks = [];
 for (let i = 0; i < opt.proxies; i++) {
   const startAt = opt.proxies > 1 ? (opt.ramp * 1000 * i) / opt.proxies : 0;
   proxyTasks.push(sleep(startAt - (now() - proxyStart)).then(() => proxyLoop(i)));
+}
+for (let j = 0; j < opt.floodPolls; j++) {
+  const startAt = opt.floodPolls > 1 ? (opt.ramp * 1000 * j) / opt.floodPolls : 0;
+  proxyTasks.push(sleep(startAt - (now() - proxyStart)).then(() => floodLoop(j)));
 }
 
 // The window: counters at its two ends give the rates.
@@ -937,7 +1026,20 @@ const report = {
     http_errors: c.pollHttp,
     network_errors: c.pollNet,
     foreign_offers: c.foreignOffers,
+    abandoned_by_edge: c.pollAbandoned,
+    honest_refused_fraction: r1((c.pollRefused / Math.max(1, c.polls - c.pollAbandoned)) * 1000) / 1000,
   },
+  flood: opt.floodPolls
+    ? {
+        address: opt.floodAddress,
+        concurrent: opt.floodPolls,
+        polls: c.floodPolls,
+        refused: c.floodRefused,
+        no_match: c.floodNoMatch,
+        handed_a_client: c.floodMatched,
+        errors: c.floodErrors,
+      }
+    : undefined,
   answers: {
     total: c.answers,
     success: c.answerSuccess,
@@ -991,6 +1093,9 @@ const report = {
         rss_mb_avg_window: mb(windowSamples.length ? windowSamples.reduce((s, x) => s + x.rss, 0) / windowSamples.length : null),
         rss_mb_peak: mb(samples.length ? Math.max(...samples.map((s) => s.rss)) : null),
         rss_mb_at_end: mb(samples.length ? samples[samples.length - 1].rss : null),
+        rss_mb_window_first: mb(windowSamples.length ? windowSamples[0].rss : null),
+        // Least-squares slope of RSS over the window: how flat memory stayed.
+        rss_mb_per_minute_window: rssSlope(windowSamples),
         cpu_pct_of_one_core_window:
           procStart && procEnd ? r1(((procEnd.cpuTicks - procStart.cpuTicks) / CLK_TCK / win) * 100) : null,
         cpu_pct_peak_1s: samples.length ? r1(Math.max(...samples.map((s) => s.cpuPct))) : null,
@@ -1034,9 +1139,17 @@ if (opt.json) {
   out.push(
     `proxy polls      ${R.rates.polls_per_s}/s  (client match ${c.pollMatch}, no match ${c.pollNoMatch}, ` +
       `refused: matcher full ${c.pollRefused}, incorrect relay pattern ${c.pollBadPattern}, other ${fmtMap(c.pollOther)}; ` +
+      `abandoned by the edge ${c.pollAbandoned}; ` +
       `HTTP errors ${fmtMap(c.pollHttp)}; network errors ${fmtMap(c.pollNet)})`,
   );
   out.push(`matches          ${R.rates.matches_per_s}/s`);
+  if (R.flood) {
+    out.push(
+      `flood            ${R.flood.concurrent} polls at once from ${R.flood.address}: ${R.flood.polls} polls, ` +
+        `refused ${R.flood.refused}, no match ${R.flood.no_match}, handed an honest client ${R.flood.handed_a_client}, ` +
+        `errors ${R.flood.errors}; honest polls refused ${r1(R.polls.honest_refused_fraction * 100)}%`,
+    );
+  }
   out.push(
     `answers          ${R.rates.answers_per_s}/s  (success ${c.answerSuccess}, client gone ${c.answerGone}, ` +
       `other ${fmtMap(c.answerOther)}; HTTP errors ${fmtMap(c.answerHttp)}; network errors ${fmtMap(c.answerNet)})`,
@@ -1070,7 +1183,7 @@ if (opt.json) {
     const B = R.broker_process;
     out.push(
       `broker process   pids ${B.pids.join(",")}: RSS start ${B.rss_mb_at_start} MB, avg ${B.rss_mb_avg_window} MB, ` +
-        `peak ${B.rss_mb_peak} MB, end ${B.rss_mb_at_end} MB; CPU ${B.cpu_pct_of_one_core_window}% of one core ` +
+        `peak ${B.rss_mb_peak} MB, end ${B.rss_mb_at_end} MB, slope over the window ${B.rss_mb_per_minute_window} MB/min; CPU ${B.cpu_pct_of_one_core_window}% of one core ` +
         `(peak 1 s: ${B.cpu_pct_peak_1s}%)`,
     );
   } else {

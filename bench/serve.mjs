@@ -2,7 +2,7 @@
 // for bench/run-local.sh. It builds nothing: run `make build` first.
 //
 // Usage: node bench/serve.mjs [--runtime miniflare|workerd] [--port 0] [--script build/index.js]
-//                              [--log FILE]
+//                              [--log FILE] [--edge]
 //
 // --runtime miniflare (default): Miniflare 4, as `wrangler dev` and the Worker tests run it.
 //   Miniflare puts its own entry Worker in front of ours (it adds `request.cf` and more), so
@@ -11,6 +11,11 @@
 //   (tmp dir; the Matcher is SQLite-backed on local disk), with no Miniflare entry Worker in
 //   front; no `request.cf` (proxy countries are unknown). Closest to docs/design.md §4's
 //   "minimal matcher under `workerd serve`" measurement.
+//
+// --edge: put tests/support/edge.mjs in front of the broker (as Cloudflare's edge is in
+//   production): it abandons a request carrying `x-test-abandon-after-ms` after that long, as
+//   the edge does when the caller's connection closes (local workerd does not notice a closed
+//   connection while a response is pending). loadgen's --abandon relies on it.
 //
 // Settings: every environment variable named in the README's settings table that is set
 // (non-empty) is passed to the Worker as a string binding, under the same name as the
@@ -32,6 +37,7 @@ import {
   COMPATIBILITY_FLAGS,
   DEFAULT_SCRIPT,
   REPO,
+  behindEdge,
   miniflareOptions,
   settingsFromEnv,
 } from "../tests/support/worker.mjs";
@@ -44,6 +50,7 @@ const { values } = parseArgs({
     port: { type: "string", default: "0" },
     script: { type: "string", default: DEFAULT_SCRIPT },
     log: { type: "string", default: "" },
+    edge: { type: "boolean", default: false },
   },
 });
 
@@ -90,6 +97,7 @@ async function serveWorkerd() {
   fs.mkdirSync(path.join(dir, "do"));
   fs.symlinkSync(path.resolve(values.script), path.join(dir, "index.js"));
   fs.symlinkSync(path.join(path.dirname(path.resolve(values.script)), "index_bg.wasm"), path.join(dir, "index_bg.wasm"));
+  fs.symlinkSync(path.join(root, "tests/support/edge.mjs"), path.join(dir, "edge.mjs"));
   const port = Number(values.port) || (await freePort());
   const vars = Object.entries(bindings).map(([k, v]) => `    (name = ${capnpString(k)}, text = ${capnpString(v)}),\n`).join("");
   fs.writeFileSync(
@@ -97,10 +105,16 @@ async function serveWorkerd() {
     `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
-    (name = "main", worker = .broker),
+    (name = "main", worker = ${values.edge ? ".edge" : ".broker"}),
+    (name = "broker", worker = .broker),
     (name = "do-disk", disk = (path = ${capnpString(path.join(dir, "do"))}, writable = true)),
   ],
   sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
+);
+const edge :Workerd.Worker = (
+  modules = [ (name = "edge.mjs", esModule = embed "edge.mjs") ],
+  compatibilityDate = ${capnpString(COMPATIBILITY_DATE)},
+  bindings = [ (name = "BROKER", service = "broker") ],
 );
 const broker :Workerd.Worker = (
   modules = [
@@ -178,19 +192,18 @@ const sink = (stream) => {
   else stream.resume();
 };
 
-const mf = new Miniflare(
-  miniflareOptions({
-    script: values.script,
-    settings: bindings,
-    host: "127.0.0.1",
-    port: Number(values.port),
-    log: new Log(LogLevel.WARN),
-    handleRuntimeStdio(stdout, stderr) {
-      sink(stdout);
-      sink(stderr);
-    },
-  }),
-);
+const options = miniflareOptions({
+  script: values.script,
+  settings: bindings,
+  host: "127.0.0.1",
+  port: Number(values.port),
+  log: new Log(LogLevel.WARN),
+  handleRuntimeStdio(stdout, stderr) {
+    sink(stdout);
+    sink(stderr);
+  },
+});
+const mf = new Miniflare(values.edge ? behindEdge(options) : options);
 
 let stopping = false;
 const stop = async () => {

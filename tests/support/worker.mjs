@@ -71,3 +71,19 @@ export function miniflareOptions({ script = DEFAULT_SCRIPT, settings = {}, persi
     ...extra,
   };
 }
+
+/**
+ * The same broker behind tests/support/edge.mjs, which abandons a request carrying
+ * `x-test-abandon-after-ms` as Cloudflare's edge does when its caller's connection closes.
+ */
+export function behindEdge({ scriptPath, modulesRoot, modules, modulesRules, compatibilityDate, compatibilityFlags, durableObjects, bindings, ...shared }) {
+  const broker = { name: "broker", scriptPath, modulesRoot, modules, modulesRules, compatibilityDate, compatibilityFlags, durableObjects, bindings };
+  const edge = {
+    name: "edge",
+    modules: true,
+    scriptPath: path.join(REPO, "tests/support/edge.mjs"),
+    compatibilityDate,
+    serviceBindings: { BROKER: "broker" },
+  };
+  return { ...shared, workers: [edge, broker] };
+}

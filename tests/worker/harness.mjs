@@ -13,7 +13,7 @@ import net from "node:net";
 import path from "node:path";
 import readline from "node:readline";
 import { Miniflare } from "miniflare";
-import { REPO, miniflareOptions } from "../support/worker.mjs";
+import { REPO, behindEdge, miniflareOptions } from "../support/worker.mjs";
 
 export { REPO };
 export const BUILD_DIR = path.resolve(process.env.WORKER_BUILD_DIR ?? path.join(REPO, "build"));
@@ -60,22 +60,6 @@ export async function startBroker(settings = {}, { persist = false, edge = false
   const mf = new Miniflare(edge ? behindEdge(options) : options);
   const url = await mf.ready;
   return new Broker(mf, url, logs);
-}
-
-/**
- * The same broker behind tests/support/edge.mjs, which abandons a request carrying
- * `x-test-abandon-after-ms` as Cloudflare's edge does when its caller's connection closes.
- */
-function behindEdge({ scriptPath, modulesRoot, modules, modulesRules, compatibilityDate, compatibilityFlags, durableObjects, bindings, ...shared }) {
-  const broker = { name: "broker", scriptPath, modulesRoot, modules, modulesRules, compatibilityDate, compatibilityFlags, durableObjects, bindings };
-  const edge = {
-    name: "edge",
-    modules: true,
-    scriptPath: path.join(REPO, "tests/support/edge.mjs"),
-    compatibilityDate,
-    serviceBindings: { BROKER: "broker" },
-  };
-  return { ...shared, workers: [edge, broker] };
 }
 
 /** One HTTP response, fully read. */

@@ -26,6 +26,9 @@ pub enum Outcome {
     /// A poll answered `no match` at once, to shed load: the matcher was
     /// full, overloaded or unreachable, or the Sid busy answering.
     PollShed,
+    /// A poll answered `no match` at once because its address already holds
+    /// `MAX_POLLS_PER_ADDRESS` sessions (a flood, or a crowded host).
+    AddressFull,
     IncorrectRelayPattern,
     AnswerDelivered,
     ClientGone,
@@ -50,6 +53,7 @@ impl Outcome {
             Outcome::ClientMatch => "client match",
             Outcome::NoMatch => "no match",
             Outcome::PollShed => "no match (shed)",
+            Outcome::AddressFull => "no match (address full)",
             Outcome::IncorrectRelayPattern => "incorrect relay pattern",
             Outcome::AnswerDelivered => "answer delivered",
             Outcome::ClientGone => "client gone",
@@ -285,6 +289,16 @@ pub fn proxy_poll_reply(config: &Config, reply: &PollReply) -> Reply {
                 "",
             ),
             Outcome::PollShed,
+        ),
+        PollReply::AddressFull => (
+            proxy::poll_response(
+                proxy::STATUS_NO_MATCH,
+                "",
+                "",
+                refused_next_poll_ms(config),
+                "",
+            ),
+            Outcome::AddressFull,
         ),
     };
     Reply::text(200, body).outcome(outcome)

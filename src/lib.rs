@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod matcher;
 pub mod metrics;
 pub mod protocol;
+pub mod refusals;
 pub mod routes;
 pub mod scrub;
 

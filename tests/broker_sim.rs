@@ -582,7 +582,7 @@ fn one_address_holds_at_most_max_polls_per_address_and_honest_proxies_still_park
         ..defaults()
     };
     let refused = text(
-        Outcome::PollShed,
+        Outcome::AddressFull,
         r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":60000,"RelayURL":""}"#,
     );
     let mut sim = Sim::new(config);

@@ -47,6 +47,10 @@ pub enum PollReply {
     /// Not parked: the shard is full or the Sid is busy answering. The
     /// proxy is told `no match` and to come back later than usual.
     Refused,
+    /// Not parked: the poll's address already holds `MAX_POLLS_PER_ADDRESS`
+    /// sessions. Told the same as `Refused`; the Worker also remembers the
+    /// address for a moment, so a flood's re-polls cost no matcher request.
+    AddressFull,
 }
 
 impl Call for PollRequest {

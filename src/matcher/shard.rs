@@ -171,9 +171,13 @@ impl Shard {
                     wakes,
                 }
             }
-            PollStart::Full | PollStart::AddressFull | PollStart::SidBusy => {
+            PollStart::Full | PollStart::SidBusy => {
                 self.metrics.proxy_idle(nat, kind);
                 Step::now(PollReply::Refused)
+            }
+            PollStart::AddressFull => {
+                self.metrics.proxy_idle(nat, kind);
+                Step::now(PollReply::AddressFull)
             }
         }
     }
@@ -284,7 +288,9 @@ impl Shard {
                 self.metrics.proxy_unparked(nat, kind);
                 match reply {
                     PollReply::Matched(_) => self.metrics.proxy_matched(nat, kind),
-                    PollReply::NoMatch | PollReply::Refused => self.metrics.proxy_idle(nat, kind),
+                    PollReply::NoMatch | PollReply::Refused | PollReply::AddressFull => {
+                        self.metrics.proxy_idle(nat, kind)
+                    }
                 }
             }
             (

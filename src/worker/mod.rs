@@ -15,8 +15,10 @@ use crate::matcher::api::{
     OfferReply, OfferRequest, PollRequest, ProxySeen, RejectedPoll,
 };
 use crate::matcher::merge;
+use crate::matcher::PollReply;
 use crate::metrics::Rendezvous;
 use crate::protocol::READ_LIMIT;
+use crate::refusals::RecentRefusals;
 use crate::routes::{self, Route};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -286,11 +288,30 @@ async fn proxy(
         }
         Err(reply) => return reply,
     };
+    let address = poll.seen.ip;
+    // An address the matcher refused a moment ago is refused here again,
+    // without a matcher request (src/refusals.rs).
+    if let Some(ip) = address {
+        if REFUSALS.with(|r| r.borrow_mut().holds(ip, now_ms())) {
+            return handlers::proxy_poll_reply(config, &PollReply::AddressFull);
+        }
+    }
     let wait = config.proxy_poll_timeout_ms.saturating_add(MARGIN_MS);
     match ask(env, &poll, signal, wait).await {
-        Ok(reply) => handlers::proxy_poll_reply(config, &reply),
+        Ok(reply) => {
+            if let (PollReply::AddressFull, Some(ip)) = (&reply, address) {
+                REFUSALS.with(|r| r.borrow_mut().note(ip, now_ms()));
+            }
+            handlers::proxy_poll_reply(config, &reply)
+        }
         Err(_) => handlers::proxy_poll_failed(config),
     }
+}
+
+thread_local! {
+    /// This isolate's memory of addresses the matcher refused for holding
+    /// their maximum of sessions.
+    static REFUSALS: std::cell::RefCell<RecentRefusals> = std::cell::RefCell::default();
 }
 
 /// What the Worker knows of a `/client` request besides its body.

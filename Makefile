@@ -77,14 +77,16 @@ $(PROMTOOL):
 	dpkg-deb -x "$$tmp"/prometheus_*.deb build/prometheus; \
 	touch $@; echo "promtool: unpacked into build/prometheus"
 
-## Build: build/index.js + build/index_bg.wasm.
+## Build: build/entry.mjs (src/entry.mjs) around build/index.js + build/index_bg.wasm.
 build: tools
 	$(BIN)/worker-build --release
+	cp src/entry.mjs build/entry.mjs
 
 # The same Worker with the `fault-injection` feature (tests only, never deployed):
 # build/fault/index.js. tests/worker/faults.test.mjs resets the matcher with it.
 build-fault: tools
 	$(BIN)/worker-build --release --no-opt --out-dir build/fault . --features fault-injection
+	cp src/entry.mjs build/fault/entry.mjs
 
 # wrangler runs the [build] command (make build) itself before serving.
 dev: tools .dev.vars

@@ -1,7 +1,7 @@
-// Serves the built Worker (build/index.js + build/index_bg.wasm) on loopback with Miniflare,
+// Serves the built Worker (build/entry.mjs around build/index.js + build/index_bg.wasm) on loopback with Miniflare,
 // for bench/run-local.sh. It builds nothing: run `make build` first.
 //
-// Usage: node bench/serve.mjs [--runtime miniflare|workerd] [--port 0] [--script build/index.js]
+// Usage: node bench/serve.mjs [--runtime miniflare|workerd] [--port 0] [--script build/entry.mjs]
 //                              [--log FILE] [--edge]
 //
 // --runtime miniflare (default): Miniflare 4, as `wrangler dev` and the Worker tests run it.
@@ -95,8 +95,10 @@ async function serveWorkerd() {
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "snowflake-bench-"));
   fs.mkdirSync(path.join(dir, "do"));
-  fs.symlinkSync(path.resolve(values.script), path.join(dir, "index.js"));
-  fs.symlinkSync(path.join(path.dirname(path.resolve(values.script)), "index_bg.wasm"), path.join(dir, "index_bg.wasm"));
+  const built = path.dirname(path.resolve(values.script));
+  fs.symlinkSync(path.resolve(values.script), path.join(dir, "entry.mjs"));
+  fs.symlinkSync(path.join(built, "index.js"), path.join(dir, "index.js"));
+  fs.symlinkSync(path.join(built, "index_bg.wasm"), path.join(dir, "index_bg.wasm"));
   fs.symlinkSync(path.join(root, "tests/support/edge.mjs"), path.join(dir, "edge.mjs"));
   const port = Number(values.port) || (await freePort());
   const vars = Object.entries(bindings).map(([k, v]) => `    (name = ${capnpString(k)}, text = ${capnpString(v)}),\n`).join("");
@@ -118,6 +120,7 @@ const edge :Workerd.Worker = (
 );
 const broker :Workerd.Worker = (
   modules = [
+    (name = "entry.mjs", esModule = embed "entry.mjs"),
     (name = "index.js", esModule = embed "index.js"),
     (name = "index_bg.wasm", wasm = embed "index_bg.wasm"),
   ],

@@ -35,6 +35,30 @@ pub fn request_signal(req: &worker::Request) -> Option<JsValue> {
     get(req.inner(), "signal")
 }
 
+/// What the Worker holds of its caller: the request's abort signal, and the
+/// guard `src/entry.mjs` set on the request (see there).
+pub struct Caller {
+    pub signal: Option<JsValue>,
+    guard: Option<Function>,
+}
+
+impl Caller {
+    pub fn of(req: &worker::Request) -> Caller {
+        Caller {
+            signal: request_signal(req),
+            guard: get(req.inner(), "snowflakeGuard").and_then(|g| g.dyn_into::<Function>().ok()),
+        }
+    }
+
+    /// Asks the entry to answer the request itself after `ms` if the module
+    /// has not by then (it has trapped).
+    pub fn guard(&self, ms: u64) {
+        if let Some(guard) = &self.guard {
+            let _ = guard.call1(&JsValue::UNDEFINED, &JsValue::from_f64(ms as f64));
+        }
+    }
+}
+
 /// Resolves when `signal` fires; never, when there is none.
 pub type Aborted = LocalBoxFuture<'static, ()>;
 

@@ -230,6 +230,12 @@ impl DurableObject for Matcher {
         if path == "/fault/reset" {
             return self.reset_for_test();
         }
+        // A trap, as a panic would be: the whole wasm module (the Worker's
+        // requests in this isolate with it) is lost and re-created.
+        #[cfg(feature = "fault-injection")]
+        if path == "/fault/trap" {
+            core::arch::wasm32::unreachable();
+        }
         let caller_left = js::aborted(&js::request_signal(&req));
         let body = req.bytes().await?;
         let now = now_ms();

@@ -22,7 +22,7 @@ use crate::refusals::RecentRefusals;
 use crate::routes::{self, Route};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use wasm_bindgen::JsValue;
+use js::Caller;
 use worker::{event, Context, Env, Headers, Method, Request, Response, Result};
 
 pub fn now_ms() -> u64 {
@@ -89,6 +89,13 @@ const SHARD: &str = "shard-0";
 /// deadline within its 100 ms timer bucket, so 500 ms leaves room for that
 /// and the hop, and a lost request still ends within 1 s of its deadline.
 const MARGIN_MS: u64 = 500;
+/// How much later than the Worker's own bounded wait the entry's guard
+/// answers a request whose module trapped (src/entry.mjs): the deadline
+/// plus 0.5 s plus this is still well within 1 s of the deadline.
+const GUARD_MS: u64 = 200;
+/// The header with which the entry asks for an endpoint's failure reply
+/// (src/entry.mjs). Anyone may send it; it only fails their own request.
+const STRANDED: &str = "x-snowflake-broker-stranded";
 /// How long an over-limit body is drained before the 400 is sent anyway.
 const DRAIN_MS: u64 = 1_000;
 
@@ -99,10 +106,11 @@ const QUICK_CALL_MS: u64 = 10_000;
 async fn ask<C: Call>(
     env: &Env,
     call: &C,
-    signal: &Option<JsValue>,
+    caller: &Caller,
     wait_ms: u64,
 ) -> std::result::Result<C::Reply, CallError> {
-    let reply = js::call(env, MATCHER, SHARD, call, signal, wait_ms).await;
+    caller.guard(wait_ms.saturating_add(GUARD_MS));
+    let reply = js::call(env, MATCHER, SHARD, call, &caller.signal, wait_ms).await;
     if let Err(e) = &reply {
         log::error(&e.log_line(C::PATH));
     }
@@ -115,10 +123,10 @@ pub(crate) async fn rendezvous(
     env: &Env,
     config: &Config,
     request: &OfferRequest,
-    signal: &Option<JsValue>,
+    caller: &Caller,
 ) -> std::result::Result<OfferReply, CallError> {
     let wait = config.client_timeout_ms.saturating_add(MARGIN_MS);
-    ask(env, request, signal, wait).await
+    ask(env, request, caller, wait).await
 }
 
 /// Reads a body the Worker will parse, never keeping more than `READ_LIMIT`
@@ -178,24 +186,26 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
     if cors && method == Method::Options {
         return into_response(Reply::empty(200), true, false);
     }
-    let signal = js::request_signal(&req);
+    let caller = Caller::of(&req);
     let loaded = settings::load(&env);
+    let stranded = header(&req, STRANDED).is_some();
     let reply = match (&route, loaded.as_ref()) {
+        _ if stranded => stranded_reply(&route, loaded.as_ref().as_ref()),
         (Route::Robots, _) => handlers::robots(),
         (Route::Redirect(to), _) => Reply::moved(to, matches!(method, Method::Get | Method::Head)),
         (Route::NotFound, _) => Reply::not_found(),
-        (Route::Metrics, _) => match ask(&env, &ClosedPeriodsRequest, &signal, QUICK_CALL_MS).await
+        (Route::Metrics, _) => match ask(&env, &ClosedPeriodsRequest, &caller, QUICK_CALL_MS).await
         {
             Ok(periods) => Reply::text(200, merge::metrics_text([periods])),
             Err(e) => handlers::page_failed(&e),
         },
         (Route::Prometheus, _) => {
-            match ask(&env, &LiveMetricsRequest, &signal, QUICK_CALL_MS).await {
+            match ask(&env, &LiveMetricsRequest, &caller, QUICK_CALL_MS).await {
                 Ok(live) => handlers::prometheus(merge::prometheus_text([live])),
                 Err(e) => handlers::page_failed(&e),
             }
         }
-        (Route::Debug, config) => debug(&env, config, &signal).await,
+        (Route::Debug, config) => debug(&env, config, &caller).await,
         (_, Err(e)) => Reply::misconfigured(&e.to_string()),
         (Route::Proxy, Ok(config)) => match read_body(&mut req).await {
             Some(body) => {
@@ -204,7 +214,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
                     country: req.cf().and_then(|cf| cf.country()),
                     ip: header(&req, "CF-Connecting-IP").and_then(|ip| ip.trim().parse().ok()),
                 };
-                proxy(&env, config, &body, seen, &signal).await
+                proxy(&env, config, &body, seen, &caller).await
             }
             None => Reply::bad_request(),
         },
@@ -218,15 +228,15 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
                     country,
                     started,
                 };
-                client.send(&env, config, &body, &signal).await
+                client.send(&env, config, &body, &caller).await
             }
             None => Reply::bad_request(),
         },
         (Route::Answer, Ok(_)) => match read_body(&mut req).await {
-            Some(body) => answer(&env, &body, &signal).await,
+            Some(body) => answer(&env, &body, &caller).await,
             None => Reply::bad_request(),
         },
-        (Route::AmpClient(suffix), Ok(config)) => amp(&env, config, suffix, started, &signal).await,
+        (Route::AmpClient(suffix), Ok(config)) => amp(&env, config, suffix, started, &caller).await,
     };
     log::request(
         endpoint(&route),
@@ -235,6 +245,20 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         now_ms().saturating_sub(started),
     );
     into_response(reply, cors, method == Method::Head)
+}
+
+/// The failure reply of each endpoint, for a request the module lost
+/// (src/entry.mjs): never asks the matcher.
+fn stranded_reply(route: &Route, config: std::result::Result<&Config, &ConfigError>) -> Reply {
+    match (route, config) {
+        (_, Err(e)) => Reply::misconfigured(&e.to_string()),
+        (Route::Proxy, Ok(config)) => handlers::proxy_poll_failed(config),
+        // Deployed clients send the 1.0 format; the body is gone by now.
+        (Route::Client, Ok(_)) => handlers::client_failed(ClientFormat::V1),
+        (Route::AmpClient(_), Ok(_)) => handlers::amp_failed(),
+        (Route::Answer, Ok(_)) => handlers::answer_failed(),
+        (_, Ok(_)) => handlers::page_failed(&CallError::NoReplyInTime),
+    }
 }
 
 fn endpoint(route: &Route) -> &'static str {
@@ -261,7 +285,7 @@ async fn proxy(
     config: &Config,
     body: &[u8],
     mut seen: ProxySeen,
-    signal: &Option<JsValue>,
+    caller: &Caller,
 ) -> Reply {
     let poll = match handlers::proxy_poll(config, body) {
         Ok(PollCheck::Accepted {
@@ -283,7 +307,7 @@ async fn proxy(
                 with_relay_pattern,
             };
             // Only a count is lost if this fails (and `ask` logs it).
-            let _ = ask(env, &count, signal, QUICK_CALL_MS).await;
+            let _ = ask(env, &count, caller, QUICK_CALL_MS).await;
             return reply;
         }
         Err(reply) => return reply,
@@ -297,7 +321,7 @@ async fn proxy(
         }
     }
     let wait = config.proxy_poll_timeout_ms.saturating_add(MARGIN_MS);
-    match ask(env, &poll, signal, wait).await {
+    match ask(env, &poll, caller, wait).await {
         Ok(reply) => {
             if let (PollReply::AddressFull, Some(ip)) = (&reply, address) {
                 REFUSALS.with(|r| r.borrow_mut().note(ip, now_ms()));
@@ -322,13 +346,7 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
-    async fn send(
-        self,
-        env: &Env,
-        config: &Config,
-        body: &[u8],
-        signal: &Option<JsValue>,
-    ) -> Reply {
+    async fn send(self, env: &Env, config: &Config, body: &[u8], caller: &Caller) -> Reply {
         let (offer, format): (_, ClientFormat) =
             match handlers::client(config, body, self.nat, self.started) {
                 Ok(ok) => ok,
@@ -339,20 +357,14 @@ impl Client<'_> {
             method: Rendezvous::Http,
             country: self.country,
         };
-        match rendezvous(env, config, &request, signal).await {
+        match rendezvous(env, config, &request, caller).await {
             Ok(reply) => handlers::client_reply(format, &reply),
             Err(_) => handlers::client_failed(format),
         }
     }
 }
 
-async fn amp(
-    env: &Env,
-    config: &Config,
-    suffix: &str,
-    started: u64,
-    signal: &Option<JsValue>,
-) -> Reply {
+async fn amp(env: &Env, config: &Config, suffix: &str, started: u64, caller: &Caller) -> Reply {
     let offer = match handlers::amp_client(config, suffix, started) {
         Ok(offer) => offer,
         Err(reply) => return reply,
@@ -364,13 +376,13 @@ async fn amp(
         method: Rendezvous::Ampcache,
         country,
     };
-    match rendezvous(env, config, &request, signal).await {
+    match rendezvous(env, config, &request, caller).await {
         Ok(reply) => handlers::amp_reply(&reply),
         Err(_) => handlers::amp_failed(),
     }
 }
 
-async fn answer(env: &Env, body: &[u8], signal: &Option<JsValue>) -> Reply {
+async fn answer(env: &Env, body: &[u8], caller: &Caller) -> Reply {
     let answer = match handlers::answer(body) {
         Ok(a) => a,
         Err(reply) => return reply,
@@ -379,7 +391,7 @@ async fn answer(env: &Env, body: &[u8], signal: &Option<JsValue>) -> Reply {
         sid: answer.sid,
         answer: answer.answer,
     };
-    match ask(env, &request, signal, QUICK_CALL_MS).await {
+    match ask(env, &request, caller, QUICK_CALL_MS).await {
         Ok(result) => handlers::answer_reply(result),
         Err(_) => handlers::answer_failed(),
     }
@@ -388,13 +400,13 @@ async fn answer(env: &Env, body: &[u8], signal: &Option<JsValue>) -> Reply {
 async fn debug(
     env: &Env,
     config: &std::result::Result<Config, ConfigError>,
-    signal: &Option<JsValue>,
+    caller: &Caller,
 ) -> Reply {
     let mut problems: Vec<String> = match config {
         Err(e) => vec![format!("configuration error: {e}")],
         Ok(c) => c.warnings.iter().map(|w| format!("warning: {w}")).collect(),
     };
-    let census = match ask(env, &CensusRequest, signal, QUICK_CALL_MS).await {
+    let census = match ask(env, &CensusRequest, caller, QUICK_CALL_MS).await {
         Ok(c) => c,
         Err(e) => {
             problems.push(e.to_string());

@@ -1,8 +1,8 @@
-// Serves the built Worker (build/index.js and its wasm) locally with Miniflare, for the
+// Serves the built Worker (build/entry.mjs, build/index.js and its wasm) locally with Miniflare, for the
 // end-to-end tests. It runs in the root network namespace on 127.0.0.1; the peers reach it
 // through forward.mjs.
 //
-// Usage: node tests/e2e/broker.mjs [--port 0] [--script build/index.js]
+// Usage: node tests/e2e/broker.mjs [--port 0] [--script build/entry.mjs]
 // Settings: every environment variable named in the README's settings table that is set is
 // passed to the Worker as a string binding (the same names as wrangler [vars]).
 // It prints {"event":"ready","url":"http://127.0.0.1:PORT/"} once the Worker answers.

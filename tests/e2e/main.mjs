@@ -77,7 +77,7 @@ setInterval(() => {
 const results = [];
 const figures = {};
 try {
-  console.log(`e2e: broker ${process.env.BROKER_URL ? `at ${process.env.BROKER_URL}` : "build/index.js under Miniflare"}; logs in ${path.relative(process.cwd(), logDir)}`);
+  console.log(`e2e: broker ${process.env.BROKER_URL ? `at ${process.env.BROKER_URL}` : "build/entry.mjs under Miniflare"}; logs in ${path.relative(process.cwd(), logDir)}`);
   if (process.env.BROKER_URL) {
     console.log(`e2e: for the relay checks the broker must run with ${Object.entries(settings).map(([k, v]) => `${k}='${v}'`).join(" ")}`);
     console.log("e2e: (otherwise set E2E_RELAY_PATTERN to a pattern the broker accepts, and E2E_REQUIRE_RELAY=0; see tests/e2e/README.md)");

@@ -11,9 +11,14 @@ import { fileURLToPath } from "node:url";
 import { parse } from "smol-toml";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const DEFAULT_SCRIPT = path.join(REPO, "build/index.js");
+
 
 const wrangler = parse(fs.readFileSync(path.join(REPO, "wrangler.toml"), "utf8"));
+
+/** The Worker's entry module, as wrangler.toml's `main` names it (build/entry.mjs). */
+export const DEFAULT_SCRIPT = path.join(REPO, wrangler.main);
+/** Its file name, the same in every build directory (build/, build/fault/). */
+export const ENTRY = path.basename(wrangler.main);
 
 export const COMPATIBILITY_DATE = wrangler.compatibility_date;
 export const COMPATIBILITY_FLAGS = wrangler.compatibility_flags ?? [];
@@ -58,7 +63,11 @@ export function miniflareOptions({ script = DEFAULT_SCRIPT, settings = {}, persi
     scriptPath: script,
     modulesRoot: path.dirname(script),
     modules: true,
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
+    // build/index.js, which the entry imports, is an ES module despite its extension.
+    modulesRules: [
+      { type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true },
+      { type: "ESModule", include: ["**/*.js"], fallthrough: true },
+    ],
     compatibilityDate: COMPATIBILITY_DATE,
     compatibilityFlags: COMPATIBILITY_FLAGS,
     durableObjects: Object.fromEntries(

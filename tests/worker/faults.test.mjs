@@ -2,7 +2,8 @@
 // restart): every parked request still gets its protocol's reply, none outlives its deadline
 // by more than 1 s, the broker matches again at once, and saved metrics come back (issue 12,
 // fault injection; docs/design.md §3). Runs the test-only build with the `fault-injection`
-// feature (`make build-fault`), whose matcher resets itself on a call to `/fault/reset`.
+// feature (`make build-fault`), whose matcher resets itself on a call to `/fault/reset` and traps
+// (as a panic would) on `/fault/trap`.
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -82,4 +83,28 @@ test("a matcher reset ends every parked request at once with its protocol's repl
   // The denials counted before the reset came back from storage.
   const text = (await b.get("/prometheus")).text;
   assert.match(text, /\nsnowflake_rounded_client_poll_total\{cc="\?\?",nat="restricted",rendezvous_method="http",status="denied"\} 8\n/, text);
+});
+
+test("a trap in the wasm module (what a panic would be) still ends every parked request by its deadline + 1 s with its protocol's reply", async () => {
+  await b.waitIdle();
+  const started = Date.now();
+  const polls = Array.from({ length: 3 }, () => b.proxy({ sid: newSid("trap"), nat: "unrestricted" }));
+  await b.waitSessions(3);
+  const ns = await b.mf.getDurableObjectNamespace("MATCHER");
+  // The trapping call itself never returns; it is not awaited.
+  ns.get(ns.idFromName("shard-0")).fetch("https://matcher/fault/trap").catch(() => {});
+  const ends = await Promise.all(polls);
+  const took = Date.now() - started;
+  // Their Rust futures died with the module; the entry's guard answered them.
+  assert.ok(took < POLL_MS + 1000, `parked polls ended after ${took} ms`);
+  for (const res of ends) assertText(res, 200, FAILED_POLL, { cors: true });
+  // And the broker serves again, from a fresh module.
+  const sid = newSid("after-trap");
+  const poll = b.proxy({ sid, nat: "unrestricted" });
+  await b.waitSessions(1);
+  const next = offerJson("after-trap");
+  const second = b.client(next, { nat: "unrestricted" });
+  assertText(await poll, 200, clientMatch(next, "unrestricted"), { cors: true });
+  assertText(await b.answer(sid, answerJson("after-trap")), 200, SUCCESS);
+  assertText(await second, 200, clientAnswer(answerJson("after-trap")));
 });

@@ -4,7 +4,7 @@
 // `startBroker(settings)`, sends requests with the builders below and checks status, headers
 // and exact bytes. This file is not a test file (no `.test.` in its name).
 //
-// The Worker is the one `make build` produces (build/index.js + build/index_bg.wasm).
+// The Worker is the one `make build` produces (build/entry.mjs, build/index.js, build/index_bg.wasm).
 // WORKER_BUILD_DIR=<dir> points the tests at another build of it.
 
 import assert from "node:assert/strict";
@@ -13,7 +13,7 @@ import net from "node:net";
 import path from "node:path";
 import readline from "node:readline";
 import { Miniflare } from "miniflare";
-import { REPO, behindEdge, miniflareOptions } from "../support/worker.mjs";
+import { ENTRY, REPO, behindEdge, miniflareOptions } from "../support/worker.mjs";
 
 export { REPO };
 export const BUILD_DIR = path.resolve(process.env.WORKER_BUILD_DIR ?? path.join(REPO, "build"));
@@ -39,7 +39,7 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * a directory for the Durable Object's storage, so that a later broker can continue from it.
  */
 export async function startBroker(settings = {}, { persist = false, edge = false, build = BUILD_DIR } = {}) {
-  const script = path.join(build, "index.js");
+  const script = path.join(build, ENTRY);
   // The Worker's console output, line by line; echoed when WORKER_TEST_LOGS is set.
   const logs = [];
   const collect = (stream, echo) => {

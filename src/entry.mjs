@@ -1,0 +1,37 @@
+// The Worker's entry point (wrangler.toml `main`), around the module worker-build generates
+// (build/index.js). It adds one thing the wasm module cannot do for itself: if the module
+// traps while requests wait on the matcher, their Rust futures die with it and those
+// requests would hang until the runtime cancels them with a bare 500. So before each call
+// that waits on the matcher, the Rust code arms a guard here (`request.snowflakeGuard(ms)`,
+// a little past the call's own deadline); if the guard fires first, the request is answered
+// by a fresh instance of the module with the protocol's failure reply for its endpoint
+// (`x-snowflake-broker-stranded`; docs/design.md, "When the module traps"). While the module
+// lives, its own bounded wait answers first and the guard never fires.
+
+import { WorkerEntrypoint } from "cloudflare:workers";
+import Broker, { Matcher } from "./index.js";
+
+export { Matcher };
+
+/** The header that asks the module for an endpoint's failure reply, without the matcher. */
+const STRANDED = "x-snowflake-broker-stranded";
+
+export default class extends WorkerEntrypoint {
+  fetch(request) {
+    let fire;
+    const guard = new Promise((resolve) => (fire = resolve));
+    let timer;
+    request.snowflakeGuard = (ms) => {
+      clearTimeout(timer);
+      timer = setTimeout(fire, ms);
+    };
+    const served = new Broker(this.ctx, this.env).fetch(request);
+    const stranded = guard.then(() => {
+      const headers = new Headers({ [STRANDED]: "1" });
+      const accept = request.headers.get("Accept-Encoding");
+      if (accept) headers.set("Accept-Encoding", accept);
+      return new Broker(this.ctx, this.env).fetch(new Request(request.url, { method: request.method, headers }));
+    });
+    return Promise.race([served, stranded]).finally(() => clearTimeout(timer));
+  }
+}

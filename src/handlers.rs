@@ -280,7 +280,7 @@ pub fn proxy_poll_reply(config: &Config, reply: &PollReply) -> Reply {
             proxy::poll_response(proxy::STATUS_NO_MATCH, "", "", config.next_poll_ms, ""),
             Outcome::NoMatch,
         ),
-        PollReply::Refused => (
+        PollReply::Refused | PollReply::AddressFull => (
             proxy::poll_response(
                 proxy::STATUS_NO_MATCH,
                 "",
@@ -288,17 +288,11 @@ pub fn proxy_poll_reply(config: &Config, reply: &PollReply) -> Reply {
                 refused_next_poll_ms(config),
                 "",
             ),
-            Outcome::PollShed,
-        ),
-        PollReply::AddressFull => (
-            proxy::poll_response(
-                proxy::STATUS_NO_MATCH,
-                "",
-                "",
-                refused_next_poll_ms(config),
-                "",
-            ),
-            Outcome::AddressFull,
+            if matches!(reply, PollReply::AddressFull) {
+                Outcome::AddressFull
+            } else {
+                Outcome::PollShed
+            },
         ),
     };
     Reply::text(200, body).outcome(outcome)

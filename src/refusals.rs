@@ -12,8 +12,9 @@
 //! Addresses are kept only in memory, for at most [`REMEMBER_MS`], and only
 //! as the prefix the matcher counts by (an IPv6 /64); never stored or logged.
 
+use crate::metrics::counted_prefix;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// How long an isolate answers a refused address itself.
 pub const REMEMBER_MS: u64 = 1_000;
@@ -21,18 +22,6 @@ pub const REMEMBER_MS: u64 = 1_000;
 /// Addresses one isolate remembers at most; past that, new ones are not
 /// remembered (they are still refused, by the matcher).
 pub const CAPACITY: usize = 10_000;
-
-/// The part of an address the per-address bound counts: an IPv4 address,
-/// or the /64 of an IPv6 one.
-pub fn counted_prefix(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(bits))
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 pub struct RecentRefusals {
@@ -65,12 +54,9 @@ impl RecentRefusals {
             .insert(counted_prefix(ip), now.saturating_add(REMEMBER_MS));
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.until.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.until.is_empty()
     }
 }
 
@@ -90,7 +76,7 @@ mod tests {
         assert!(r.holds(ip("203.0.113.66"), 1_999));
         assert!(!r.holds(ip("203.0.113.67"), 1_500));
         assert!(!r.holds(ip("203.0.113.66"), 2_000));
-        assert!(r.is_empty(), "an expired entry is dropped when looked up");
+        assert_eq!(r.len(), 0, "an expired entry is dropped when looked up");
     }
 
     #[test]

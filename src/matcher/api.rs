@@ -155,6 +155,13 @@ pub struct ClosedPeriod {
     pub stats: PeriodStats,
 }
 
+impl ClosedPeriod {
+    /// Start of the period, Unix seconds (its address rows are stored under it).
+    pub fn start(&self) -> u64 {
+        self.end.saturating_sub(self.seconds)
+    }
+}
+
 impl Call for ClosedPeriodsRequest {
     const PATH: &'static str = "/closed-periods";
     type Reply = Vec<ClosedPeriod>;

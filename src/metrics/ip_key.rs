@@ -15,7 +15,19 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The part of an address that counts as one address, for the unique-address
+/// metrics and for `MAX_POLLS_PER_ADDRESS`: an IPv4 address (also when
+/// written IPv4-mapped), or the /64 of an IPv6 one. One host or home network
+/// gets a /64 and may use any address in it (privacy addresses change
+/// daily), so counting /128s would let one machine be 2⁶⁴ "addresses".
+pub fn counted_prefix(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+    }
+}
 
 /// The keyed hash of one IP address; the only form in which proxy addresses
 /// are kept.
@@ -96,13 +108,9 @@ impl IpHasher {
         }
     }
 
-    /// The key of one address. An IPv4-mapped IPv6 address hashes as its
-    /// IPv4 address, so one host is one key however it was written. An IPv6
-    /// address counts by its /64: one host or home network gets a /64 and
-    /// may use any address in it (privacy addresses change daily), so
-    /// counting /128s would let one machine be 2⁶⁴ "addresses".
+    /// The key of one address, as [`counted_prefix`] counts it.
     pub fn key(&self, ip: IpAddr) -> IpKey {
-        match ip.to_canonical() {
+        match counted_prefix(ip) {
             IpAddr::V4(v4) => {
                 let [a, b, c, d] = v4.octets();
                 IpKey(self.hash_bytes(&[4, a, b, c, d]))

@@ -43,7 +43,7 @@ pub mod recorder;
 pub mod stats;
 pub mod utc;
 
-pub use ip_key::{IpHasher, IpKey};
+pub use ip_key::{counted_prefix, IpHasher, IpKey};
 pub use labels::{bin_count, AnswerStatus, ClientStatus, Country, Rendezvous};
 pub use prometheus::{AvailableProxies, PromCounters, CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE};
 pub use proxy_set::{ProxyRecord, ProxySet};

@@ -35,8 +35,9 @@ pub struct ProxyRecord {
 }
 
 impl ProxyRecord {
-    /// The record as one storage value: country (2 bytes), NAT bits, type
-    /// bits, big-endian in a `u32` (exact in a JavaScript number).
+    /// The record packed as country (2 bytes), NAT bits, type bits,
+    /// big-endian in a `u32`: one storage row's value (exact in a JavaScript
+    /// number), and the last 4 bytes of each record in the serialized set.
     pub fn to_u32(self) -> u32 {
         let [c0, c1] = self.country.bytes();
         u32::from_be_bytes([c0, c1, self.nats, self.types])
@@ -134,11 +135,6 @@ impl ProxySet {
         self.unsaved.extend(keys);
     }
 
-    /// Whether any record awaits saving.
-    pub fn has_unsaved(&self) -> bool {
-        !self.unsaved.is_empty()
-    }
-
     /// Adds a record read back from storage (already saved).
     pub fn add_saved(&mut self, key: IpKey, record: ProxyRecord) {
         let was_unsaved = self.unsaved.contains(&key);
@@ -220,9 +216,7 @@ impl Serialize for ProxySet {
         let mut packed = Vec::with_capacity(self.records.len() * RECORD_BYTES);
         for (key, record) in &self.records {
             packed.extend_from_slice(&key.0.to_be_bytes());
-            packed.extend_from_slice(&record.country.bytes());
-            packed.push(record.nats);
-            packed.push(record.types);
+            packed.extend_from_slice(&record.to_u32().to_be_bytes());
         }
         Wire {
             v: 1,
@@ -258,14 +252,9 @@ impl<'de> Deserialize<'de> for ProxySet {
             let (k, r) = chunk.split_at(8);
             key.copy_from_slice(k);
             rest.copy_from_slice(r);
-            let [c0, c1, nats, types] = rest;
             set.add(
                 IpKey(u64::from_be_bytes(key)),
-                ProxyRecord {
-                    country: Country::from_bytes([c0, c1]),
-                    nats,
-                    types,
-                },
+                ProxyRecord::from_u32(u32::from_be_bytes(rest)),
             );
         }
         Ok(set)
@@ -321,20 +310,20 @@ mod tests {
         set.observe(IpKey(1), ca(), Nat::Unknown, ProxyType::Standalone);
         set.observe(IpKey(2), ca(), Nat::Unknown, ProxyType::Standalone);
         assert_eq!(set.take_unsaved().len(), 2);
-        assert!(!set.has_unsaved());
+        assert!(set.take_unsaved().is_empty());
         // The same poll again changes nothing; a new NAT type changes the record.
         set.observe(IpKey(1), ca(), Nat::Unknown, ProxyType::Standalone);
-        assert!(!set.has_unsaved());
+        assert!(set.take_unsaved().is_empty());
         set.observe(IpKey(2), ca(), Nat::Open, ProxyType::Standalone);
         let unsaved = set.take_unsaved();
         assert_eq!(unsaved.len(), 1);
         assert_eq!(unsaved[0].0, IpKey(2));
         // A failed write puts them back; rows read back are saved already.
         set.unsave([IpKey(2)]);
-        assert!(set.has_unsaved());
+        assert_eq!(set.take_unsaved(), unsaved);
         let mut restored = ProxySet::default();
         restored.add_saved(IpKey(9), ProxyRecord::from_u32(unsaved[0].1.to_u32()));
-        assert!(!restored.has_unsaved());
+        assert!(restored.take_unsaved().is_empty());
         assert_eq!(restored.with_nat(Nat::Open), 1);
         assert_eq!(ProxyRecord::from_u32(unsaved[0].1.to_u32()), unsaved[0].1);
     }

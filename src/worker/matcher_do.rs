@@ -479,9 +479,8 @@ async fn read_rows(storage: &Storage, start: u64) -> Result<Vec<(IpKey, ProxyRec
 /// A closed period: any of its rows not yet written, then its counters
 /// (the set is read back from the rows).
 async fn write_closed(storage: &Storage, period: &mut ClosedPeriod) -> Result<()> {
-    let start = period.end.saturating_sub(period.seconds);
     let rows = period.stats.proxies.take_unsaved();
-    if let Err(e) = put_rows(storage, start, &rows).await {
+    if let Err(e) = put_rows(storage, period.start(), &rows).await {
         period
             .stats
             .proxies
@@ -560,8 +559,7 @@ async fn closed_periods(storage: &Storage) -> Result<Vec<ClosedPeriod>> {
         match serde_json::from_str::<ClosedPeriod>(&text) {
             Ok(mut period) => {
                 // Periods closed by an earlier version hold their set inline.
-                let start = period.end.saturating_sub(period.seconds);
-                for (key, record) in read_rows(storage, start).await? {
+                for (key, record) in read_rows(storage, period.start()).await? {
                     period.stats.proxies.add_saved(key, record);
                 }
                 out.push(period);

@@ -16,7 +16,7 @@ export WRANGLER_SEND_METRICS := false
 # Offline: do not try to download the `request.cf` sample (an 8 s stall).
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools geoip promtool build build-fault test-native test-fuzz test-worker test-e2e lint deploy-check clean
+.PHONY: help dev test tools geoip promtool build build-fault test-native test-fuzz test-worker test-e2e lint deploy-check clean sim
 
 help:
 	@echo "make dev   - build and serve the broker on http://127.0.0.1:8787/"
@@ -111,8 +111,15 @@ test-native:
 test-fuzz:
 	bash fuzz/run.sh
 
+# Every Miniflare test on one shard, then the HTTP suite again on four (tests/worker/harness.mjs).
+HTTP_SUITE = proxy client answer amp legacy cors-routing settings
 test-worker: build build-fault promtool
 	node --test --test-reporter=spec tests/worker/
+	TEST_MATCHER_SHARDS=4 node --test --test-reporter=spec $(HTTP_SUITE:%=tests/worker/%.test.mjs)
+
+# The sharded matcher at Snowflake's scale, simulated (examples/shard_sim.rs; bench/README.md).
+sim:
+	cargo run --release --quiet --example shard_sim
 
 deploy-check: build
 	rm -rf build/dry-run

@@ -919,6 +919,23 @@ async function debugInfo() {
   }
 }
 
+// /prometheus's per-shard request counters (snowflake_matcher_shard_requests_total): how the
+// load spreads over the shards, and how many Durable Object requests a client costs.
+
+async function shardRequests() {
+  try {
+    const res = await request("GET", "prometheus", undefined, 10000);
+    if (res.status !== 200) return null;
+    const per = [];
+    for (const m of res.text.matchAll(/^snowflake_matcher_shard_requests_total\{shard="(\d+)"\} (\d+)$/gm)) {
+      per[Number(m[1])] = Number(m[2]);
+    }
+    return per.length ? per : null;
+  } catch {
+    return null;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The run.
 
@@ -941,7 +958,8 @@ for (let j = 0; j < opt.floodPolls; j++) {
 
 // The window: counters at its two ends give the rates.
 await delay(windowStart - now());
-const snapStart = { polls: c.polls, match: c.pollMatch, answers: c.answers, t: now() };
+const snapStart = { polls: c.polls, match: c.pollMatch, answers: c.answers, clients: c.clientsLaunched, t: now() };
+const shardsStart = await shardRequests();
 const cpuStart = process.cpuUsage();
 const eluStart = performance.eventLoopUtilization();
 const procStart = watched.length ? readProc() : null;
@@ -949,7 +967,8 @@ const coresStart = readCores();
 const loadStart = loadavg();
 await arrivals();
 await delay(windowEnd - now());
-const snapEnd = { polls: c.polls, match: c.pollMatch, answers: c.answers, t: now() };
+const snapEnd = { polls: c.polls, match: c.pollMatch, answers: c.answers, clients: c.clientsLaunched, t: now() };
+const shardsEnd = await shardRequests();
 const cpuEnd = process.cpuUsage(cpuStart);
 const elu = performance.eventLoopUtilization(eluStart);
 const procEnd = watched.length ? readProc() : null;
@@ -1076,14 +1095,13 @@ const report = {
     total: c.polls + c.answers + c.clientsDone + (debugBefore ? 1 : 0) + (debugAfter ? 1 : 0),
     note: "on Cloudflare each is one billed Worker request and one billed Durable Object request",
   },
+  shards: shardFigures(),
   hops_per_client: c.hopsSeen
     ? { mean: r1(c.hopsSum / c.hopsSeen), max: c.hopsMax, source: `response header ${c.hopsHeader}` }
     : {
         mean: 1,
         max: 1,
-        source:
-          "not reported by the broker; one matcher shard (MATCHER_SHARDS > 1 is not implemented), " +
-          "so every client makes exactly one Worker-to-matcher hop",
+        source: "not reported by the broker in a header: see shards.do_requests_per_client",
         broker_note: shardNote,
       },
   broker_process: watched.length
@@ -1119,6 +1137,24 @@ const report = {
   },
   broker_debug: { before: debugBefore, after: debugAfter },
 };
+
+// Requests per shard per second over the window, and Durable Object requests per client: all
+// shard requests less the window's polls and answers (one each) and the S requests of the
+// closing /prometheus read itself.
+function shardFigures() {
+  if (!shardsStart || !shardsEnd) return null;
+  const n = shardsEnd.length;
+  const delta = shardsEnd.map((v, i) => (v ?? 0) - (shardsStart[i] ?? 0));
+  const secs = (snapEnd.t - snapStart.t) / 1000;
+  const total = delta.reduce((a, b) => a + b, 0);
+  const clients = snapEnd.clients - snapStart.clients;
+  const offers = total - (snapEnd.polls - snapStart.polls) - (snapEnd.answers - snapStart.answers) - n;
+  return {
+    count: n,
+    requests_per_shard_per_s: { mean: r1(total / n / secs), max: r1(Math.max(...delta) / secs) },
+    do_requests_per_client: clients > 0 ? Math.round((offers / clients) * 1000) / 1000 : null,
+  };
+}
 
 function fmtMap(m) {
   const e = Object.entries(m);
@@ -1178,7 +1214,14 @@ if (opt.json) {
     `requests sent    ${R.requests_sent.total} (${R.requests_sent.proxy} /proxy, ${R.requests_sent.client} /client, ` +
       `${R.requests_sent.answer} /answer, ${R.requests_sent.debug} /debug): on Cloudflare, as many Worker and Durable Object requests`,
   );
-  out.push(`hops per client  ${R.hops_per_client.mean} (${R.hops_per_client.source})`);
+  if (R.shards) {
+    out.push(
+      `matcher shards   ${R.shards.count}: requests per shard ${R.shards.requests_per_shard_per_s.mean}/s mean, ` +
+        `${R.shards.requests_per_shard_per_s.max}/s busiest; DO requests per client ${R.shards.do_requests_per_client}`,
+    );
+  } else {
+    out.push(`hops per client  ${R.hops_per_client.mean} (${R.hops_per_client.source})`);
+  }
   if (R.broker_process) {
     const B = R.broker_process;
     out.push(

@@ -147,14 +147,14 @@ pub const MATCHER_SHARDS: Setting = number_setting(
     "1",
     1,
     256,
-    "number of matcher Durable Objects. **Only 1 is implemented**: a larger value is accepted with a warning on `/debug` and in the log",
+    "number of matcher Durable Objects (shards); see \"Choosing `MATCHER_SHARDS`\" below for how many, and for changing it on a running broker",
 );
 pub const MAX_PARKED_POLLS: Setting = number_setting(
     "MAX_PARKED_POLLS",
     "5000",
     1,
     100_000,
-    "proxy polls one matcher holds at once; more are answered `no match` at once with a `NextPoll` of 3× `NEXT_POLL_MS` (at least 30 s)",
+    "proxy polls one matcher shard holds at once (the deployment: `MATCHER_SHARDS` × this); more are answered `no match` at once with a `NextPoll` of 3× `NEXT_POLL_MS` (at least 30 s)",
 );
 // One address (an IPv6 /64) may not fill a matcher: an honest host runs one
 // proxy or a few; a flood from one source is held to this many.
@@ -163,7 +163,7 @@ pub const MAX_POLLS_PER_ADDRESS: Setting = number_setting(
     "10",
     1,
     100_000,
-    "proxy sessions one address (IPv6: one /64) holds in one matcher at once, parked polls and matched proxies whose client awaits their answer; more polls are answered like those beyond `MAX_PARKED_POLLS`",
+    "proxy sessions one address (IPv6: one /64) holds in one matcher shard at once, parked polls and matched proxies whose client awaits their answer; more polls are answered like those beyond `MAX_PARKED_POLLS`",
 );
 pub const METRICS_PERIOD_SECONDS: Setting = number_setting(
     "METRICS_PERIOD_SECONDS",
@@ -291,11 +291,6 @@ impl Config {
             }
         };
         let matcher_shards = v.number(&MATCHER_SHARDS)?;
-        if matcher_shards > 1 {
-            warnings.push(format!(
-                "MATCHER_SHARDS={matcher_shards}: sharding is not implemented yet; one matcher is used"
-            ));
-        }
         if v.given(&PROXY_POLL_RATE_LIMIT).is_some() {
             warnings.push(
                 "PROXY_POLL_RATE_LIMIT is set but per-IP rate limiting is not implemented yet; polls are not limited"
@@ -421,6 +416,7 @@ mod tests {
     #[test]
     fn unimplemented_settings_warn_instead_of_pretending() {
         let c = config(&[("MATCHER_SHARDS", "4"), ("PROXY_POLL_RATE_LIMIT", "x")]).unwrap();
-        assert_eq!(c.warnings.len(), 2);
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.matcher_shards, 4);
     }
 }

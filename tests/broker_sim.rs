@@ -16,9 +16,9 @@ use snowflake_broker::config::{Config, TimeoutFrom};
 use snowflake_broker::handlers::{self, ClientFormat, Outcome, PollCheck, Reply};
 use snowflake_broker::matcher::api::{
     decode_reply, AnswerRequest, CallError, ClosedPeriodsRequest, OfferRequest, PollRequest,
-    ProxySeen,
+    ProxyAddress, ProxySeen,
 };
-use snowflake_broker::matcher::shard::{Shard, Started};
+use snowflake_broker::matcher::shard::{OfferStep, Shard, Started};
 use snowflake_broker::matcher::waiters::Waiters;
 use snowflake_broker::matcher::{OfferReply, PollReply, Settings, Ticket, Wake};
 use snowflake_broker::metrics::Rendezvous;
@@ -127,7 +127,7 @@ impl Sim {
         let request = PollRequest {
             poll,
             seen: ProxySeen {
-                ip: ip.map(|a| a.parse().unwrap()),
+                address: ip.map(|a| ProxyAddress::Ip(a.parse().unwrap())),
                 ..ProxySeen::default()
             },
         };
@@ -162,8 +162,11 @@ impl Sim {
             offer,
             method: Rendezvous::Http,
             country: None,
+            last: true,
         };
-        let step = self.shard.offer(self.now, request);
+        let OfferStep::Here(step) = self.shard.offer(self.now, request) else {
+            panic!("the last shard tried always decides");
+        };
         match step.start {
             Started::Parked { ticket, deadline } => {
                 let rx = self.waiters.park_offer(ticket);

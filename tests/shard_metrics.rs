@@ -13,7 +13,7 @@
 
 use snowflake_broker::config::TimeoutFrom;
 use snowflake_broker::matcher::api::{
-    AnswerReply, AnswerRequest, OfferRequest, PollRequest, ProxySeen,
+    AnswerReply, AnswerRequest, OfferRequest, PollRequest, ProxyAddress, ProxySeen,
 };
 use snowflake_broker::matcher::shard::Shard;
 use snowflake_broker::matcher::shard::Started;
@@ -22,7 +22,8 @@ use snowflake_broker::metrics::Rendezvous;
 use snowflake_broker::protocol::nat::Nat;
 use snowflake_broker::protocol::proxy::ProxyType;
 
-const START: u64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
+// Periods are aligned to the epoch: this one is 2023-11-14 00:00:00 UTC.
+const START: u64 = 1_699_920_000;
 const PERIOD: u64 = 86_400;
 
 fn shard() -> Shard {
@@ -47,7 +48,7 @@ fn poll(sid: &str, nat: Nat, kind: ProxyType, ip: &str, cc: &str) -> PollRequest
         seen: ProxySeen {
             with_relay_pattern: false,
             country: Some(cc.into()),
-            ip: ip.parse().ok(),
+            address: ip.parse().ok().map(ProxyAddress::Ip),
         },
     }
 }
@@ -62,6 +63,7 @@ fn offer(nat: Nat, cc: Option<&str>, method: Rendezvous, now_ms: u64) -> OfferRe
         },
         method,
         country: cc.map(str::to_string),
+        last: true,
     }
 }
 
@@ -113,7 +115,7 @@ fn case_40_proxy_ips_by_type_and_idle_polls() {
     let block = flush(&mut s);
     assert!(
         block
-            .starts_with("snowflake-stats-end 2023-11-15 22:13:20 (86400 s)\nsnowflake-ips CA=1\n"),
+            .starts_with("snowflake-stats-end 2023-11-15 00:00:00 (86400 s)\nsnowflake-ips CA=1\n"),
         "{block}"
     );
     // N counts one seen-set per period: one IP, whatever types it polled as.

@@ -7,8 +7,9 @@
 //! [`Call::Reply`], or with an error status whose text says what failed
 //! ([`CallError`]).
 
+use super::routing::Pools;
 use super::{Assignment, Census, Offer, Poll};
-use crate::metrics::{AvailableProxies, PeriodStats, PromCounters, Rendezvous};
+use crate::metrics::{AvailableProxies, IpKey, PeriodStats, PromCounters, Rendezvous};
 use crate::protocol::nat::Nat;
 use crate::protocol::proxy::ProxyType;
 use serde::de::DeserializeOwned;
@@ -28,8 +29,20 @@ pub struct ProxySeen {
     pub with_relay_pattern: bool,
     /// Two-letter country of the proxy's address (Cloudflare's `request.cf`).
     pub country: Option<String>,
-    /// The proxy's address; hashed by the shard, never stored.
-    pub ip: Option<IpAddr>,
+    /// The proxy's address, as the shard may keep it.
+    pub address: Option<ProxyAddress>,
+}
+
+/// A proxy's address, for the unique-address metrics and
+/// `MAX_POLLS_PER_ADDRESS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyAddress {
+    /// Hashed by the Worker with the deployment's key for the period
+    /// ([`PeriodKeyRequest`]), so every shard counts an address alike.
+    Key(IpKey),
+    /// The address itself, hashed by the shard with its own key and never
+    /// stored: with one shard, or when the period key could not be had.
+    Ip(IpAddr),
 }
 
 /// A proxy poll that passed validation and the relay-pattern check.
@@ -82,6 +95,19 @@ pub struct OfferRequest {
     pub method: Rendezvous,
     /// The client's country, if its address could be located.
     pub country: Option<String>,
+    /// The last shard this client tries: it denies (and counts the denial)
+    /// if it holds no proxy the client may use; an earlier one answers
+    /// [`OfferOutcome::Elsewhere`] instead, uncounted.
+    pub last: bool,
+}
+
+/// What a shard did with an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OfferOutcome {
+    /// The client's final reply.
+    Ended(OfferReply),
+    /// Nothing here for this client (only when it was not the last shard).
+    Elsewhere,
 }
 
 /// How a client offer ended.
@@ -94,7 +120,7 @@ pub enum OfferReply {
 
 impl Call for OfferRequest {
     const PATH: &'static str = "/offer";
-    type Reply = OfferReply;
+    type Reply = OfferOutcome;
 }
 
 /// A proxy's answer for the client whose offer it got.
@@ -133,6 +159,9 @@ pub struct LiveMetricsRequest;
 pub struct LiveMetrics {
     pub lifetime: PromCounters,
     pub available: AvailableProxies,
+    /// Requests this shard's object has served since it started.
+    #[serde(default)]
+    pub requests: u64,
 }
 
 impl Call for LiveMetricsRequest {
@@ -165,6 +194,34 @@ impl ClosedPeriod {
 impl Call for ClosedPeriodsRequest {
     const PATH: &'static str = "/closed-periods";
     type Reply = Vec<ClosedPeriod>;
+}
+
+/// The deployment's key for hashing proxy addresses in the current
+/// metrics period. Shard 0 holds it (and draws a new one each period); the
+/// Worker asks once per period and isolate, and hashes before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodKeyRequest;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodKey {
+    /// The period's end, Unix seconds: the key is not used past it.
+    pub end: u64,
+    /// Hex of the period's 16-byte hashing key (derived from shard 0's
+    /// secret for this period alone).
+    pub key: String,
+}
+
+impl Call for PeriodKeyRequest {
+    const PATH: &'static str = "/period-key";
+    type Reply = PeriodKey;
+}
+
+/// Every reply of a shard: the call's reply, and the shard's pools at the
+/// moment it was sent, for the Worker's board (src/matcher/routing.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answered<R> {
+    pub reply: R,
+    pub pools: Pools,
 }
 
 /// Why a call got no reply of its type. Each says what failed, so the
@@ -211,9 +268,9 @@ pub fn decode_call<C: Call>(body: &[u8]) -> Option<C> {
 /// The status a matcher answers a failed call with.
 pub const FAILED_STATUS: u16 = 500;
 
-/// Decodes an object's HTTP reply to call `C`: 200 carries the JSON reply,
-/// [`FAILED_STATUS`] the text of what failed.
-pub fn decode_reply<C: Call>(status: u16, body: &[u8]) -> Result<C::Reply, CallError> {
+/// Decodes an object's HTTP reply to call `C`: 200 carries the JSON reply
+/// with the shard's pools, [`FAILED_STATUS`] the text of what failed.
+pub fn decode_reply<C: Call>(status: u16, body: &[u8]) -> Result<Answered<C::Reply>, CallError> {
     if status != 200 {
         let text = String::from_utf8_lossy(body).into_owned();
         return Err(CallError::Failed(format!("{status} {text}")));
@@ -230,6 +287,7 @@ pub fn is_overloaded(error_text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matcher::routing::PoolHead;
 
     fn round_trip<C: Call + PartialEq + std::fmt::Debug>(call: C) {
         let text = serde_json::to_string(&call).unwrap();
@@ -248,7 +306,7 @@ mod tests {
             seen: ProxySeen {
                 with_relay_pattern: true,
                 country: Some("CA".into()),
-                ip: "129.97.208.23".parse().ok(),
+                address: "129.97.208.23".parse().ok().map(ProxyAddress::Ip),
             },
         });
         round_trip(OfferRequest {
@@ -260,6 +318,7 @@ mod tests {
             },
             method: Rendezvous::Ampcache,
             country: None,
+            last: false,
         });
         round_trip(RejectedPoll {
             nat: Nat::Unknown,
@@ -273,14 +332,23 @@ mod tests {
         round_trip(CensusRequest);
         round_trip(LiveMetricsRequest);
         round_trip(ClosedPeriodsRequest);
+        round_trip(PeriodKeyRequest);
     }
 
     #[test]
     fn replies_decode_only_as_their_own_type() {
-        let body = serde_json::to_vec(&PollReply::NoMatch).unwrap();
+        let pools = [PoolHead::default(); 3];
+        let body = serde_json::to_vec(&Answered {
+            reply: PollReply::NoMatch,
+            pools,
+        })
+        .unwrap();
         assert_eq!(
             decode_reply::<PollRequest>(200, &body),
-            Ok(PollReply::NoMatch)
+            Ok(Answered {
+                reply: PollReply::NoMatch,
+                pools
+            })
         );
         assert!(matches!(
             decode_reply::<OfferRequest>(200, &body),

@@ -30,14 +30,17 @@ pub fn census(shards: impl IntoIterator<Item = Census>) -> Census {
     total
 }
 
-/// The `/prometheus` text of every shard's live metrics together.
+/// The `/prometheus` text of every shard's live metrics together (in shard
+/// order: each shard's request count is labelled with its index).
 pub fn prometheus_text(shards: impl IntoIterator<Item = LiveMetrics>) -> String {
     let mut total = LiveMetrics::default();
+    let mut requests = Vec::new();
     for m in shards {
         total.lifetime.merge(&m.lifetime);
         total.available.merge(&m.available);
+        requests.push(m.requests);
     }
-    prometheus::render(&total.lifetime, &total.available)
+    prometheus::render_deployment(&total.lifetime, &total.available, &requests)
 }
 
 /// The `/metrics` text: every closed period, oldest first, each the merge
@@ -56,4 +59,25 @@ pub fn metrics_text(shards: impl IntoIterator<Item = Vec<ClosedPeriod>>) -> Stri
         .iter()
         .map(|((end, seconds), stats)| stats.descriptor(*end, *seconds))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_shards_requests_are_labelled_with_its_index() {
+        let shard = |requests| LiveMetrics {
+            requests,
+            ..LiveMetrics::default()
+        };
+        let text = prometheus_text([shard(3), shard(5)]);
+        assert_eq!(
+            text,
+            "# HELP snowflake_matcher_shard_requests_total The number of requests each matcher shard has served since it started\n\
+             # TYPE snowflake_matcher_shard_requests_total counter\n\
+             snowflake_matcher_shard_requests_total{shard=\"0\"} 3\n\
+             snowflake_matcher_shard_requests_total{shard=\"1\"} 5\n"
+        );
+    }
 }

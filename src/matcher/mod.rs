@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
 pub mod api;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod deployment;
 pub mod merge;
+pub mod routing;
 pub mod shard;
 pub mod waiters;
 
@@ -313,6 +316,20 @@ impl Engine {
             *size = pool.len();
         }
         sizes
+    }
+
+    /// For each pool (indexed by `Pool::index`): how many polls it holds,
+    /// and the key of the one it would hand out next (its reported load
+    /// and deadline; an older poll has the earlier deadline).
+    pub fn pool_heads(&self) -> [(usize, Option<(i64, Millis)>); 3] {
+        let mut heads = [(0, None); 3];
+        for (head, pool) in heads.iter_mut().zip(&self.pools) {
+            let first = pool.first().and_then(|(clients, ticket)| {
+                self.proxies.get(ticket).map(|p| (*clients, p.deadline))
+            });
+            *head = (pool.len(), first);
+        }
+        heads
     }
 
     /// Hands a client's offer to the least-loaded proxy it may use.

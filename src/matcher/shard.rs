@@ -7,9 +7,11 @@
 
 use super::api::{
     AnswerReply, AnswerRequest, ClosedPeriod, Done, LiveMetrics, OfferReply, OfferRequest,
-    PollReply, PollRequest, RejectedPoll,
+    PeriodKey, PollReply, PollRequest, ProxyAddress, RejectedPoll,
 };
+use super::routing::{PoolHead, Pools};
 use super::{Census, Engine, Millis, OfferStart, PollStart, Settings, Ticket, Wake};
+use crate::metrics::ip_key::parse_hex16;
 use crate::metrics::{
     AnswerStatus, BrokerMetrics, ClientStatus, Country, IpHasher, IpKey, PeriodCounters,
     PromCounters, ProxyRecord, Rendezvous,
@@ -43,6 +45,20 @@ impl<R> Step<R> {
             wakes: Vec::new(),
         }
     }
+}
+
+/// How an offer starts on one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum OfferStep {
+    /// This shard decides the client's reply.
+    Here(Step<OfferReply>),
+    /// Nothing here for it: the Worker tries the next shard.
+    Elsewhere,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the metrics need to know about a parked request.
@@ -111,14 +127,35 @@ impl Shard {
         now_unix: u64,
         ip_secret: [u8; 16],
     ) -> Shard {
+        let period_seconds = period_seconds.max(1);
+        // Periods are aligned to the epoch, so every shard of a deployment
+        // closes the same periods without asking any other.
+        let period_start = now_unix - now_unix % period_seconds;
         Shard {
             engine: Engine::new(settings),
             metrics: BrokerMetrics::default(),
             labels: HashMap::new(),
-            period_start: now_unix,
-            period_seconds: period_seconds.max(1),
+            period_start,
+            period_seconds,
             ip_secret,
-            hasher: IpHasher::for_period(ip_secret, now_unix),
+            hasher: IpHasher::for_period(ip_secret, period_start),
+        }
+    }
+
+    /// What each pool holds, for the Worker's board.
+    pub fn pools(&self) -> Pools {
+        self.engine.pool_heads().map(|(n, head)| PoolHead {
+            parked: u32::try_from(n).unwrap_or(u32::MAX),
+            next: head,
+        })
+    }
+
+    /// This shard's address-hashing key for the current period: the
+    /// deployment's, when this is shard 0.
+    pub fn period_key(&self) -> PeriodKey {
+        PeriodKey {
+            end: self.period_end(),
+            key: hex(&self.hasher.key_bytes()),
         }
     }
 
@@ -149,7 +186,10 @@ impl Shard {
         let PollRequest { poll, seen } = request;
         let (nat, kind) = (poll.nat, poll.proxy_type);
         self.metrics.proxy_poll(nat, kind, seen.with_relay_pattern);
-        let owner = seen.ip.map(|ip| self.hasher.key(ip));
+        let owner = seen.address.map(|address| match address {
+            ProxyAddress::Key(key) => key,
+            ProxyAddress::Ip(ip) => self.hasher.key(ip),
+        });
         if let Some(key) = owner {
             self.metrics
                 .proxy_accepted(key, Country::new(seen.country.as_deref()), nat, kind);
@@ -183,12 +223,14 @@ impl Shard {
     }
 
     /// A client offer: denied at once, or handed to a proxy (the wake) and
-    /// parked until that proxy's answer or the client's deadline.
-    pub fn offer(&mut self, now: Millis, request: OfferRequest) -> Step<OfferReply> {
+    /// parked until that proxy's answer or the client's deadline. An offer
+    /// that is not `last` and finds nothing here is `Elsewhere`, uncounted.
+    pub fn offer(&mut self, now: Millis, request: OfferRequest) -> OfferStep {
         let OfferRequest {
             offer,
             method,
             country,
+            last,
         } = request;
         let nat = offer.nat;
         let country = Country::new(country.as_deref());
@@ -209,20 +251,21 @@ impl Shard {
                     },
                 );
                 self.count(&wake);
-                Step {
+                OfferStep::Here(Step {
                     start: Started::Parked { ticket, deadline },
                     wakes: vec![wake],
-                }
+                })
             }
+            OfferStart::Denied if !last => OfferStep::Elsewhere,
             OfferStart::Denied => {
                 self.metrics
                     .client(method, nat, country, ClientStatus::Denied);
-                Step::now(OfferReply::Denied)
+                OfferStep::Here(Step::now(OfferReply::Denied))
             }
             OfferStart::Expired => {
                 self.metrics
                     .client(method, nat, country, ClientStatus::TimedOut);
-                Step::now(OfferReply::TimedOut)
+                OfferStep::Here(Step::now(OfferReply::TimedOut))
             }
         }
     }
@@ -278,6 +321,7 @@ impl Shard {
         LiveMetrics {
             lifetime: self.metrics.lifetime.clone(),
             available: self.metrics.available.clone(),
+            requests: 0,
         }
     }
 
@@ -313,9 +357,12 @@ impl Shard {
         }
     }
 
-    /// When the current period ends, Unix seconds.
+    /// When the current period ends, Unix seconds: the next multiple of the
+    /// period's length (a period restored from before periods were aligned
+    /// ends early, at the first aligned boundary).
     pub fn period_end(&self) -> u64 {
-        self.period_start.saturating_add(self.period_seconds)
+        let s = self.period_seconds;
+        (self.period_start / s).saturating_add(1).saturating_mul(s)
     }
 
     /// Closes every period that has ended by `now_unix`, returning each
@@ -333,20 +380,22 @@ impl Shard {
             let end = self.period_end();
             closed.push(ClosedPeriod {
                 end,
-                seconds: self.period_seconds,
+                seconds: end.saturating_sub(self.period_start),
                 stats: self.metrics.take_period(),
             });
             self.period_start = end;
-            if let Some(secret) = new_secret() {
-                self.ip_secret = secret;
-            }
-            self.hasher = IpHasher::for_period(self.ip_secret, end);
             // A broker that was down for many periods publishes them all
             // (empty), as the Go broker's ticker would have; but not forever.
             if closed.len() >= 1_000 {
-                self.period_start = now_unix;
+                self.period_start = now_unix - now_unix % self.period_seconds;
                 break;
             }
+        }
+        if !closed.is_empty() {
+            if let Some(secret) = new_secret() {
+                self.ip_secret = secret;
+            }
+            self.hasher = IpHasher::for_period(self.ip_secret, self.period_start);
         }
         closed
     }
@@ -362,7 +411,7 @@ impl Shard {
                 lifetime: &self.metrics.lifetime,
             },
             period_start: self.period_start,
-            ip_secret: self.ip_secret.iter().map(|b| format!("{b:02x}")).collect(),
+            ip_secret: hex(&self.ip_secret),
         })
     }
 
@@ -409,17 +458,7 @@ impl Shard {
     /// Continues from a saved snapshot (after a restart). Events counted
     /// since this shard started are kept too.
     pub fn restore(&mut self, snapshot: &Snapshot) {
-        let mut secret = [0u8; 16];
-        let hex = snapshot.ip_secret.as_bytes();
-        let parsed = hex.len() == 32
-            && secret.iter_mut().zip(hex.chunks_exact(2)).all(|(b, pair)| {
-                std::str::from_utf8(pair)
-                    .ok()
-                    .and_then(|p| u8::from_str_radix(p, 16).ok())
-                    .map(|v| *b = v)
-                    .is_some()
-            });
-        if parsed {
+        if let Some(secret) = parse_hex16(&snapshot.ip_secret) {
             self.ip_secret = secret;
         }
         self.period_start = snapshot.period_start;

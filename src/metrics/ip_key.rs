@@ -68,6 +68,21 @@ impl<'de> Deserialize<'de> for IpKey {
     }
 }
 
+/// 16 bytes from 32 hex digits.
+pub fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+    let hex = s.as_bytes();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (b, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *b = std::str::from_utf8(pair)
+            .ok()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())?;
+    }
+    Some(out)
+}
+
 /// Computes [`IpKey`]s with one secret key.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct IpHasher {
@@ -89,6 +104,20 @@ impl IpHasher {
             k0: u64_le(a),
             k1: u64_le(b),
         }
+    }
+
+    /// The key this hasher uses: [`IpHasher::new`] of it hashes alike.
+    pub fn key_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        let (a, b) = out.split_at_mut(8);
+        a.copy_from_slice(&self.k0.to_le_bytes());
+        b.copy_from_slice(&self.k1.to_le_bytes());
+        out
+    }
+
+    /// The hasher whose [`IpHasher::key_bytes`] are these, in hex.
+    pub fn from_hex(s: &str) -> Option<IpHasher> {
+        parse_hex16(s).map(IpHasher::new)
     }
 
     /// The hasher for the metrics period that starts at `period_start_unix`

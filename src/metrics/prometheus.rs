@@ -245,6 +245,28 @@ fn counter<'a>(
 
 /// Renders the exposition text for `counters` and `available`.
 pub fn render(counters: &PromCounters, available: &AvailableProxies) -> String {
+    render_deployment(counters, available, &[])
+}
+
+/// The same, with the Durable Object requests each matcher shard (by index)
+/// has served since it last started: how evenly the load spreads, and how
+/// close a shard is to the platform's limit (README, "Choosing MATCHER_SHARDS").
+pub fn render_deployment(
+    counters: &PromCounters,
+    available: &AvailableProxies,
+    shard_requests: &[u64],
+) -> String {
+    let mut per_shard = Series::<u64>::default();
+    for (i, n) in shard_requests.iter().enumerate() {
+        per_shard.add(&[i.to_string().as_str()], *n);
+    }
+    let shards = counter(
+        "snowflake_matcher_shard_requests_total",
+        "The number of requests each matcher shard has served since it started",
+        &["shard"],
+        &per_shard,
+        false,
+    );
     let c = counters;
     let families = [
         counter(
@@ -308,6 +330,7 @@ pub fn render(counters: &PromCounters, available: &AvailableProxies) -> String {
     // Names are fixed; this order is the sorted order (checked by a test).
     let mut out = String::new();
     write_family(&mut out, &gauge, |v| format_value(i128::from(v)));
+    write_family(&mut out, &shards, |v| format_value(i128::from(v)));
     for family in &families {
         let rounded = family.rounded;
         write_family(&mut out, family, |v| {

@@ -3,7 +3,7 @@
 //! call made and read in one go. Every step is fallible and returns an
 //! error value; nothing here can panic.
 
-use crate::matcher::api::{decode_reply, is_overloaded, Call, CallError};
+use crate::matcher::api::{decode_reply, is_overloaded, Answered, Call, CallError};
 use futures_util::future::{FutureExt, LocalBoxFuture};
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
@@ -110,7 +110,7 @@ pub async fn call<C: Call>(
     call: &C,
     signal: &Option<JsValue>,
     timeout_ms: u64,
-) -> Result<C::Reply, CallError> {
+) -> Result<Answered<C::Reply>, CallError> {
     let unreachable = |e: String| CallError::Unreachable(e);
     let body = serde_json::to_vec(call).map_err(|e| CallError::BadReply(e.to_string()))?;
     let namespace =

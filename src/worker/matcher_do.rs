@@ -11,11 +11,11 @@ use super::timer::{bucket_end, Timers};
 use super::{js, now_ms, random_secret, settings};
 use crate::config::Config;
 use crate::matcher::api::{
-    decode_call, AnswerRequest, Call, CensusRequest, ClosedPeriod, ClosedPeriodsRequest,
-    LiveMetricsRequest, OfferReply, OfferRequest, PollReply, PollRequest, RejectedPoll,
-    FAILED_STATUS,
+    decode_call, AnswerRequest, Answered, Call, CensusRequest, ClosedPeriod, ClosedPeriodsRequest,
+    LiveMetricsRequest, OfferOutcome, OfferReply, OfferRequest, PeriodKeyRequest, PollReply,
+    PollRequest, RejectedPoll, FAILED_STATUS,
 };
-use crate::matcher::shard::{Shard, Snapshot, Started, Step};
+use crate::matcher::shard::{OfferStep, Shard, Snapshot, Started, Step};
 use crate::matcher::waiters::Waiters;
 use crate::matcher::{Settings, Ticket};
 use crate::metrics::{IpKey, PeriodStats, ProxyRecord, ProxySet};
@@ -59,6 +59,8 @@ struct Inner {
     saved: RefCell<Option<String>>,
     /// When the next alarm is set for, as far as this instance knows.
     alarm_at: Cell<Option<u64>>,
+    /// Requests served since this instance started (`/prometheus`).
+    requests: Cell<u64>,
 }
 
 impl Inner {
@@ -184,6 +186,7 @@ fn start(config: Option<Config>) -> std::result::Result<Rc<Inner>, &'static str>
         unwritten: RefCell::new(Vec::new()),
         saved: RefCell::new(None),
         alarm_at: Cell::new(None),
+        requests: Cell::new(0),
     }))
 }
 
@@ -226,6 +229,7 @@ impl DurableObject for Matcher {
             Err(why) => return failed(why),
         };
         let path = req.path();
+        inner.requests.set(inner.requests.get().saturating_add(1));
         #[cfg(feature = "fault-injection")]
         if path == "/fault/reset" {
             return self.reset_for_test();
@@ -249,18 +253,23 @@ impl DurableObject for Matcher {
                     .settle(step, Waiters::park_poll, PollReply::NoMatch, caller_left)
                     .await;
                 self.keep_saving(&inner).await;
-                reply_json(&reply)
+                reply_json(&inner, &reply)
             }
             OfferRequest::PATH => {
                 let Some(call) = decode_call::<OfferRequest>(&body) else {
                     return bad_call(&path);
                 };
                 let step = inner.shard.borrow_mut().offer(now, call);
-                let reply = inner
-                    .settle(step, Waiters::park_offer, OfferReply::TimedOut, caller_left)
-                    .await;
+                let outcome = match step {
+                    OfferStep::Elsewhere => OfferOutcome::Elsewhere,
+                    OfferStep::Here(step) => OfferOutcome::Ended(
+                        inner
+                            .settle(step, Waiters::park_offer, OfferReply::TimedOut, caller_left)
+                            .await,
+                    ),
+                };
                 self.keep_saving(&inner).await;
-                reply_json(&reply)
+                reply_json(&inner, &outcome)
             }
             AnswerRequest::PATH => {
                 let Some(call) = decode_call::<AnswerRequest>(&body) else {
@@ -269,7 +278,7 @@ impl DurableObject for Matcher {
                 let (reply, wakes) = inner.shard.borrow_mut().answer(call);
                 inner.deliver(wakes);
                 self.keep_saving(&inner).await;
-                reply_json(&reply)
+                reply_json(&inner, &reply)
             }
             RejectedPoll::PATH => {
                 let Some(call) = decode_call::<RejectedPoll>(&body) else {
@@ -277,12 +286,25 @@ impl DurableObject for Matcher {
                 };
                 let done = inner.shard.borrow_mut().rejected_poll(call);
                 self.keep_saving(&inner).await;
-                reply_json(&done)
+                reply_json(&inner, &done)
             }
-            CensusRequest::PATH => reply_json(&inner.shard.borrow().census()),
-            LiveMetricsRequest::PATH => reply_json(&inner.shard.borrow().live_metrics()),
+            CensusRequest::PATH => reply_json(&inner, &inner.shard.borrow().census()),
+            LiveMetricsRequest::PATH => {
+                let mut live = inner.shard.borrow().live_metrics();
+                live.requests = inner.requests.get();
+                reply_json(&inner, &live)
+            }
+            PeriodKeyRequest::PATH => {
+                // Asked right after the period ended, before the alarm closed
+                // it: close it now, so the key handed out is the new period's.
+                if close_ended(&inner, now) {
+                    self.keep_saving(&inner).await;
+                }
+                let key = inner.shard.borrow().period_key();
+                reply_json(&inner, &key)
+            }
             ClosedPeriodsRequest::PATH => match closed_periods(&self.storage).await {
-                Ok(periods) => reply_json(&periods),
+                Ok(periods) => reply_json(&inner, &periods),
                 Err(e) => {
                     super::log::error(&format!(
                         "snowflake-broker: storage: reading closed metrics periods failed: {e}"
@@ -303,13 +325,7 @@ impl DurableObject for Matcher {
         };
         let now = now_ms();
         inner.alarm_at.set(None);
-        // A closed period keeps its unsaved rows; they are written with it.
-        let closed = inner
-            .shard
-            .borrow_mut()
-            .close_periods(now / 1000, random_secret);
-        let closed_any = !closed.is_empty();
-        inner.unwritten.borrow_mut().extend(closed);
+        let closed_any = close_ended(inner, now);
         // The next alarm before any write: if a write below fails and the
         // runtime's retries give up, saving and closing periods still go
         // on. Always in the future: an alarm set for the very time of the
@@ -393,8 +409,22 @@ fn json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
-fn reply_json<T: Serialize>(reply: &T) -> Result<Response> {
-    Response::from_bytes(json(reply)?.into_bytes())
+/// A call's reply, with this shard's pools as they are now.
+fn reply_json<T: Serialize>(inner: &Inner, reply: &T) -> Result<Response> {
+    let pools = inner.shard.borrow().pools();
+    Response::from_bytes(json(&Answered { reply, pools })?.into_bytes())
+}
+
+/// Closes every period that has ended by `now_ms`, keeping them to be
+/// written (with any unsaved rows) by the alarm; true if any closed.
+fn close_ended(inner: &Inner, now_ms: u64) -> bool {
+    let closed = inner
+        .shard
+        .borrow_mut()
+        .close_periods(now_ms / 1000, random_secret);
+    let any = !closed.is_empty();
+    inner.unwritten.borrow_mut().extend(closed);
+    any
 }
 
 /// The call failed inside the object; the text says what failed.

@@ -14,8 +14,10 @@ use crate::matcher::api::{
     AnswerRequest, Call, CallError, CensusRequest, ClosedPeriodsRequest, LiveMetricsRequest,
     OfferReply, OfferRequest, PollRequest, ProxySeen, RejectedPoll,
 };
-use crate::matcher::merge;
-use crate::matcher::PollReply;
+use crate::matcher::api::{Answered, OfferOutcome, PeriodKeyRequest, ProxyAddress};
+use crate::matcher::routing::{self, Board};
+use crate::matcher::{merge, PollReply};
+use crate::metrics::IpHasher;
 use crate::metrics::Rendezvous;
 use crate::protocol::READ_LIMIT;
 use crate::refusals::RecentRefusals;
@@ -23,6 +25,8 @@ use crate::routes::{self, Route};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use js::Caller;
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use worker::{event, Context, Env, Headers, Method, Request, Response, Result};
 
 pub fn now_ms() -> u64 {
@@ -79,9 +83,12 @@ fn into_response(reply: Reply, cors: bool, head: bool) -> Result<Response> {
     Ok(response.with_status(reply.status).with_headers(headers))
 }
 
-/// The matcher Durable Object binding, and the one shard's name.
+/// The matcher Durable Object binding; shard `i` is the object named `shard-i`.
 const MATCHER: &str = "MATCHER";
-const SHARD: &str = "shard-0";
+
+fn shard_name(shard: u32) -> String {
+    format!("shard-{shard}")
+}
 
 /// How long past a call's own deadline the Worker waits for the matcher: a
 /// parked request the matcher lost (its instance was reset) is answered in
@@ -102,31 +109,147 @@ const DRAIN_MS: u64 = 1_000;
 /// How long a call that parks nothing (answers, pages) may take.
 const QUICK_CALL_MS: u64 = 10_000;
 
-/// Makes a call on the matcher, logging any failure with what failed.
+thread_local! {
+    /// This isolate's view of every shard's pools (src/matcher/routing.rs).
+    static BOARD: RefCell<Board> = RefCell::new(Board::new(1));
+    /// This isolate's copy of the deployment's address key for the current
+    /// metrics period, from shard 0.
+    static PERIOD_KEY: RefCell<Option<(u64, IpHasher)>> = const { RefCell::new(None) };
+    /// Where offers start among equal shards; moves on with every offer.
+    static ROTATE: Cell<u32> = Cell::new(random_secret().map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+}
+
+/// The board, sized for `shards` (a new size starts it afresh).
+fn with_board<T>(shards: u32, f: impl FnOnce(&mut Board) -> T) -> T {
+    BOARD.with(|b| {
+        let mut board = b.borrow_mut();
+        if board.shards() != shards {
+            *board = Board::new(shards);
+        }
+        f(&mut board)
+    })
+}
+
+/// Makes a call on one shard, logging any failure with what failed, and
+/// notes what the reply says of the shard's pools.
 async fn ask<C: Call>(
     env: &Env,
+    config: Option<&Config>,
+    shard: u32,
     call: &C,
     caller: &Caller,
     wait_ms: u64,
 ) -> std::result::Result<C::Reply, CallError> {
     caller.guard(wait_ms.saturating_add(GUARD_MS));
-    let reply = js::call(env, MATCHER, SHARD, call, &caller.signal, wait_ms).await;
-    if let Err(e) = &reply {
-        log::error(&e.log_line(C::PATH));
+    let shards = config.map_or(1, |c| c.matcher_shards);
+    let reply = js::call(
+        env,
+        MATCHER,
+        &shard_name(shard),
+        call,
+        &caller.signal,
+        wait_ms,
+    )
+    .await;
+    let now = now_ms();
+    match reply {
+        Ok(Answered { reply, pools }) => {
+            with_board(shards, |b| b.note_summary(shard, pools, now));
+            Ok(reply)
+        }
+        Err(e) => {
+            if matches!(e, CallError::Overloaded(_) | CallError::Unreachable(_)) {
+                with_board(shards, |b| b.note_failure(shard, now));
+            }
+            log::error(&e.log_line(C::PATH));
+            Err(e)
+        }
     }
-    reply
+}
+
+/// The same call on every shard at once: all their replies, or the first
+/// failure (a page that leaves a shard out would publish wrong totals).
+async fn ask_all<C: Call>(
+    env: &Env,
+    config: Option<&Config>,
+    call: &C,
+    caller: &Caller,
+) -> std::result::Result<Vec<C::Reply>, CallError> {
+    let shards = config.map_or(1, |c| c.matcher_shards);
+    let calls = (0..shards).map(|shard| ask(env, config, shard, call, caller, QUICK_CALL_MS));
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// A client's offer to the matcher, however it arrived (HTTP, AMP): the
-/// one way an offer reaches a proxy.
+/// one way an offer reaches a proxy. Tries shards in the board's order
+/// until one decides; the last one tried counts a denial.
 pub(crate) async fn rendezvous(
     env: &Env,
     config: &Config,
-    request: &OfferRequest,
+    mut request: OfferRequest,
     caller: &Caller,
 ) -> std::result::Result<OfferReply, CallError> {
     let wait = config.client_timeout_ms.saturating_add(MARGIN_MS);
-    ask(env, request, caller, wait).await
+    let rotate = ROTATE.with(|r| {
+        let v = r.get();
+        r.set(v.wrapping_add(1));
+        v
+    });
+    let order = with_board(config.matcher_shards, |b| {
+        b.offer_order(request.offer.nat, now_ms(), rotate)
+    });
+    let mut failure = CallError::Unreachable("no shard to try".into());
+    for (i, shard) in order.iter().enumerate() {
+        let last = i + 1 == order.len();
+        request.last = last;
+        let began = now_ms();
+        match ask(env, Some(config), *shard, &request, caller, wait).await {
+            Ok(OfferOutcome::Ended(reply)) => return Ok(reply),
+            Ok(OfferOutcome::Elsewhere) => continue,
+            // A shard that refused the call at once never saw the offer:
+            // the next one may still serve the client.
+            Err(e @ (CallError::Overloaded(_) | CallError::Unreachable(_)))
+                if !last && now_ms().saturating_sub(began) < MARGIN_MS =>
+            {
+                failure = e;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(failure)
+}
+
+/// The deployment's address key for now: shard 0's, asked once per period
+/// and isolate. None with one shard (it hashes addresses itself) or if
+/// shard 0 cannot say (each shard then hashes with its own key).
+async fn period_key(env: &Env, config: &Config, caller: &Caller) -> Option<IpHasher> {
+    if config.matcher_shards <= 1 {
+        return None;
+    }
+    let now = now_ms() / 1000;
+    let cached = PERIOD_KEY.with(|k| *k.borrow());
+    if let Some((end, hasher)) = cached.filter(|(end, _)| *end > now) {
+        let _ = end;
+        return Some(hasher);
+    }
+    let key = ask(
+        env,
+        Some(config),
+        0,
+        &PeriodKeyRequest,
+        caller,
+        QUICK_CALL_MS,
+    )
+    .await
+    .ok()?;
+    let hasher = IpHasher::from_hex(&key.key)?;
+    if key.end > now {
+        PERIOD_KEY.with(|k| *k.borrow_mut() = Some((key.end, hasher)));
+    }
+    Some(hasher)
 }
 
 /// Reads a body the Worker will parse, never keeping more than `READ_LIMIT`
@@ -194,14 +317,15 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         (Route::Robots, _) => handlers::robots(),
         (Route::Redirect(to), _) => Reply::moved(to, matches!(method, Method::Get | Method::Head)),
         (Route::NotFound, _) => Reply::not_found(),
-        (Route::Metrics, _) => match ask(&env, &ClosedPeriodsRequest, &caller, QUICK_CALL_MS).await
-        {
-            Ok(periods) => Reply::text(200, merge::metrics_text([periods])),
-            Err(e) => handlers::page_failed(&e),
-        },
-        (Route::Prometheus, _) => {
-            match ask(&env, &LiveMetricsRequest, &caller, QUICK_CALL_MS).await {
-                Ok(live) => handlers::prometheus(merge::prometheus_text([live])),
+        (Route::Metrics, config) => {
+            match ask_all(&env, config.as_ref().ok(), &ClosedPeriodsRequest, &caller).await {
+                Ok(periods) => Reply::text(200, merge::metrics_text(periods)),
+                Err(e) => handlers::page_failed(&e),
+            }
+        }
+        (Route::Prometheus, config) => {
+            match ask_all(&env, config.as_ref().ok(), &LiveMetricsRequest, &caller).await {
+                Ok(live) => handlers::prometheus(merge::prometheus_text(live)),
                 Err(e) => handlers::page_failed(&e),
             }
         }
@@ -209,12 +333,9 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         (_, Err(e)) => Reply::misconfigured(&e.to_string()),
         (Route::Proxy, Ok(config)) => match read_body(&mut req).await {
             Some(body) => {
-                let seen = ProxySeen {
-                    with_relay_pattern: false,
-                    country: req.cf().and_then(|cf| cf.country()),
-                    ip: header(&req, "CF-Connecting-IP").and_then(|ip| ip.trim().parse().ok()),
-                };
-                proxy(&env, config, &body, seen, &caller).await
+                let country = req.cf().and_then(|cf| cf.country());
+                let ip = header(&req, "CF-Connecting-IP").and_then(|ip| ip.trim().parse().ok());
+                proxy(&env, config, &body, (country, ip), &caller).await
             }
             None => Reply::bad_request(),
         },
@@ -232,8 +353,8 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             }
             None => Reply::bad_request(),
         },
-        (Route::Answer, Ok(_)) => match read_body(&mut req).await {
-            Some(body) => answer(&env, &body, &caller).await,
+        (Route::Answer, Ok(config)) => match read_body(&mut req).await {
+            Some(body) => answer(&env, config, &body, &caller).await,
             None => Reply::bad_request(),
         },
         (Route::AmpClient(suffix), Ok(config)) => amp(&env, config, suffix, started, &caller).await,
@@ -284,17 +405,14 @@ async fn proxy(
     env: &Env,
     config: &Config,
     body: &[u8],
-    mut seen: ProxySeen,
+    (country, ip): (Option<String>, Option<IpAddr>),
     caller: &Caller,
 ) -> Reply {
-    let poll = match handlers::proxy_poll(config, body) {
+    let (poll, with_relay_pattern) = match handlers::proxy_poll(config, body) {
         Ok(PollCheck::Accepted {
             poll,
             with_relay_pattern,
-        }) => {
-            seen.with_relay_pattern = with_relay_pattern;
-            PollRequest { poll, seen }
-        }
+        }) => (poll, with_relay_pattern),
         Ok(PollCheck::Rejected {
             reply,
             nat,
@@ -306,24 +424,42 @@ async fn proxy(
                 proxy_type,
                 with_relay_pattern,
             };
-            // Only a count is lost if this fails (and `ask` logs it).
-            let _ = ask(env, &count, caller, QUICK_CALL_MS).await;
+            // Any shard may count it; only a count is lost if this fails
+            // (and `ask` logs it).
+            let shard = ROTATE.with(Cell::get) % config.matcher_shards.max(1);
+            let _ = ask(env, Some(config), shard, &count, caller, QUICK_CALL_MS).await;
             return reply;
         }
         Err(reply) => return reply,
     };
-    let address = poll.seen.ip;
     // An address the matcher refused a moment ago is refused here again,
     // without a matcher request (src/refusals.rs).
-    if let Some(ip) = address {
+    if let Some(ip) = ip {
         if REFUSALS.with(|r| r.borrow_mut().holds(ip, now_ms())) {
             return handlers::proxy_poll_reply(config, &PollReply::AddressFull);
         }
     }
+    let address = match (ip, period_key(env, config, caller).await) {
+        (Some(ip), Some(hasher)) => Some(ProxyAddress::Key(hasher.key(ip))),
+        (ip, _) => ip.map(ProxyAddress::Ip),
+    };
+    let shard = routing::shard_for_sid(&poll.sid, config.matcher_shards);
+    let deadline = now_ms().saturating_add(config.proxy_poll_timeout_ms);
+    with_board(config.matcher_shards, |b| {
+        b.note_poll(shard, poll.nat, poll.clients, deadline)
+    });
+    let request = PollRequest {
+        poll,
+        seen: ProxySeen {
+            with_relay_pattern,
+            country,
+            address,
+        },
+    };
     let wait = config.proxy_poll_timeout_ms.saturating_add(MARGIN_MS);
-    match ask(env, &poll, caller, wait).await {
+    match ask(env, Some(config), shard, &request, caller, wait).await {
         Ok(reply) => {
-            if let (PollReply::AddressFull, Some(ip)) = (&reply, address) {
+            if let (PollReply::AddressFull, Some(ip)) = (&reply, ip) {
                 REFUSALS.with(|r| r.borrow_mut().note(ip, now_ms()));
             }
             handlers::proxy_poll_reply(config, &reply)
@@ -356,8 +492,9 @@ impl Client<'_> {
             offer,
             method: Rendezvous::Http,
             country: self.country,
+            last: true,
         };
-        match rendezvous(env, config, &request, caller).await {
+        match rendezvous(env, config, request, caller).await {
             Ok(reply) => handlers::client_reply(format, &reply),
             Err(_) => handlers::client_failed(format),
         }
@@ -375,14 +512,15 @@ async fn amp(env: &Env, config: &Config, suffix: &str, started: u64, caller: &Ca
         offer,
         method: Rendezvous::Ampcache,
         country,
+        last: true,
     };
-    match rendezvous(env, config, &request, caller).await {
+    match rendezvous(env, config, request, caller).await {
         Ok(reply) => handlers::amp_reply(&reply),
         Err(_) => handlers::amp_failed(),
     }
 }
 
-async fn answer(env: &Env, body: &[u8], caller: &Caller) -> Reply {
+async fn answer(env: &Env, config: &Config, body: &[u8], caller: &Caller) -> Reply {
     let answer = match handlers::answer(body) {
         Ok(a) => a,
         Err(reply) => return reply,
@@ -391,7 +529,9 @@ async fn answer(env: &Env, body: &[u8], caller: &Caller) -> Reply {
         sid: answer.sid,
         answer: answer.answer,
     };
-    match ask(env, &request, caller, QUICK_CALL_MS).await {
+    // The shard that gave this Sid's poll its offer holds the client.
+    let shard = routing::shard_for_sid(&request.sid, config.matcher_shards);
+    match ask(env, Some(config), shard, &request, caller, QUICK_CALL_MS).await {
         Ok(result) => handlers::answer_reply(result),
         Err(_) => handlers::answer_failed(),
     }
@@ -406,15 +546,12 @@ async fn debug(
         Err(e) => vec![format!("configuration error: {e}")],
         Ok(c) => c.warnings.iter().map(|w| format!("warning: {w}")).collect(),
     };
-    let census = match ask(env, &CensusRequest, caller, QUICK_CALL_MS).await {
+    let census = match ask_all(env, config.as_ref().ok(), &CensusRequest, caller).await {
         Ok(c) => c,
         Err(e) => {
             problems.push(e.to_string());
-            Default::default()
+            Vec::new()
         }
     };
-    Reply::text(
-        200,
-        crate::debug::render(&merge::census([census]), &problems),
-    )
+    Reply::text(200, crate::debug::render(&merge::census(census), &problems))
 }

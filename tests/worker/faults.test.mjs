@@ -36,7 +36,8 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), "do-"));
   b = await startBroker(
     // Saves every second, so the counts before the reset are on disk.
-    { PROXY_POLL_TIMEOUT_MS: String(POLL_MS), CLIENT_TIMEOUT_MS: String(CLIENT_MS), METRICS_PERIOD_SECONDS: "8" },
+    // One shard, the one reset; tests/worker/sharding.test.mjs resets one shard of four.
+    { PROXY_POLL_TIMEOUT_MS: String(POLL_MS), CLIENT_TIMEOUT_MS: String(CLIENT_MS), METRICS_PERIOD_SECONDS: "8", MATCHER_SHARDS: "1" },
     { persist: dir, build: FAULT_BUILD_DIR },
   );
 });

@@ -40,6 +40,11 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  */
 export async function startBroker(settings = {}, { persist = false, edge = false, build = BUILD_DIR } = {}) {
   const script = path.join(build, ENTRY);
+  // TEST_MATCHER_SHARDS runs a whole suite on that many shards (`make test-worker` runs the
+  // HTTP suite so a second time); a test that sets MATCHER_SHARDS itself keeps its own.
+  if (process.env.TEST_MATCHER_SHARDS && settings.MATCHER_SHARDS === undefined) {
+    settings = { ...settings, MATCHER_SHARDS: process.env.TEST_MATCHER_SHARDS };
+  }
   // The Worker's console output, line by line; echoed when WORKER_TEST_LOGS is set.
   const logs = [];
   const collect = (stream, echo) => {

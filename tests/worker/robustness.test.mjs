@@ -309,6 +309,12 @@ describe("concurrency", () => {
 });
 
 describe("a flood from one address (MAX_POLLS_PER_ADDRESS, default 10)", () => {
+  // The bound is per shard (README, "Choosing MATCHER_SHARDS"): one shard here, so 10 in all.
+  let b;
+  before(async () => {
+    b = await startBroker({ PROXY_POLL_TIMEOUT_MS: "3000", CLIENT_TIMEOUT_MS: "3000", MATCHER_SHARDS: "1" });
+  });
+  after(() => b?.close());
   test("600 polls from one address park 10; honest proxies still park, and once the flood's 10 are taken the next client gets an honest proxy", async () => {
     const attacker = { headers: { "CF-Connecting-IP": "203.0.113.66" } };
     const answered = new Map();

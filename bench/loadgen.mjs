@@ -919,16 +919,23 @@ async function debugInfo() {
   }
 }
 
-// /prometheus's per-shard request counters (snowflake_matcher_shard_requests_total): how the
-// load spreads over the shards, and how many Durable Object requests a client costs.
+// /prometheus's per-shard counters: requests by call (snowflake_matcher_shard_requests_total) and
+// offers each shard decided (snowflake_matcher_shard_offers_ended_total): how the load spreads
+// over the shards, and how many Durable Object requests a client costs.
 
 async function shardRequests() {
   try {
     const res = await request("GET", "prometheus", undefined, 10000);
     if (res.status !== 200) return null;
     const per = [];
-    for (const m of res.text.matchAll(/^snowflake_matcher_shard_requests_total\{shard="(\d+)"\} (\d+)$/gm)) {
-      per[Number(m[1])] = Number(m[2]);
+    const at = (i) => (per[i] ??= { total: 0, offer: 0, ended: 0 });
+    for (const m of res.text.matchAll(/^snowflake_matcher_shard_requests_total\{call="(\w+)",shard="(\d+)"\} (\d+)$/gm)) {
+      const s = at(Number(m[2]));
+      s.total += Number(m[3]);
+      if (m[1] === "offer") s.offer += Number(m[3]);
+    }
+    for (const m of res.text.matchAll(/^snowflake_matcher_shard_offers_ended_total\{shard="(\d+)"\} (\d+)$/gm)) {
+      at(Number(m[1])).ended += Number(m[2]);
     }
     return per.length ? per : null;
   } catch {
@@ -1138,21 +1145,20 @@ const report = {
   broker_debug: { before: debugBefore, after: debugAfter },
 };
 
-// Requests per shard per second over the window, and Durable Object requests per client: all
-// shard requests less the window's polls and answers (one each) and the S requests of the
-// closing /prometheus read itself.
+// Requests per shard per second over the window, and Durable Object requests per client: the
+// shards' offer requests over the offers they decided (a client's last shard decides it).
 function shardFigures() {
   if (!shardsStart || !shardsEnd) return null;
   const n = shardsEnd.length;
-  const delta = shardsEnd.map((v, i) => (v ?? 0) - (shardsStart[i] ?? 0));
+  const delta = (key) => shardsEnd.map((v, i) => (v?.[key] ?? 0) - (shardsStart[i]?.[key] ?? 0));
+  const sum = (a) => a.reduce((x, y) => x + y, 0);
   const secs = (snapEnd.t - snapStart.t) / 1000;
-  const total = delta.reduce((a, b) => a + b, 0);
-  const clients = snapEnd.clients - snapStart.clients;
-  const offers = total - (snapEnd.polls - snapStart.polls) - (snapEnd.answers - snapStart.answers) - n;
+  const total = delta("total");
+  const ended = sum(delta("ended"));
   return {
     count: n,
-    requests_per_shard_per_s: { mean: r1(total / n / secs), max: r1(Math.max(...delta) / secs) },
-    do_requests_per_client: clients > 0 ? Math.round((offers / clients) * 1000) / 1000 : null,
+    requests_per_shard_per_s: { mean: r1(sum(total) / n / secs), max: r1(Math.max(...total) / secs) },
+    do_requests_per_client: ended > 0 ? Math.round((sum(delta("offer")) / ended) * 1000) / 1000 : null,
   };
 }
 

@@ -16,6 +16,10 @@
 #   BENCH_DURATION=20          measured seconds per level
 #   BENCH_OUT=DIR              where the reports go (default bench/results/<date>)
 #   BENCH_EXTRA="--arrivals poisson"   extra loadgen options for every level
+#   BENCH_SHARDS="1 4 16"      run every level once per MATCHER_SHARDS value (default: the
+#                              MATCHER_SHARDS in the environment, else 1); the table then has
+#                              requests per shard per second (mean/busiest) and DO requests
+#                              per client for each
 #   BENCH_BROKER_CPU=0 BENCH_GEN_CPU=1 cores for taskset ("" = no pinning)
 #   PROXY_POLL_TIMEOUT_MS=5000 CLIENT_TIMEOUT_MS=5000 MAX_PARKED_POLLS=5000 NEXT_POLL_MS=20000
 #   and any other broker setting bench/serve.mjs knows, passed to the Worker.
@@ -41,6 +45,7 @@ DURATION=${BENCH_DURATION:-20}
 RUNTIME=${BENCH_RUNTIME:-miniflare}
 OUT=${BENCH_OUT:-bench/results/$(date +%Y%m%d-%H%M%S)}
 EXTRA=${BENCH_EXTRA:-}
+read -r -a SHARD_COUNTS <<<"${BENCH_SHARDS:-${MATCHER_SHARDS:-1}}"
 
 export PROXY_POLL_TIMEOUT_MS=${PROXY_POLL_TIMEOUT_MS:-5000}
 export CLIENT_TIMEOUT_MS=${CLIENT_TIMEOUT_MS:-5000}
@@ -80,21 +85,28 @@ trap 'stop_broker; exit 130' INT TERM
   echo "pinning: broker '${BROKER_PIN[*]:-none}', generator '${GEN_PIN[*]:-none}'; $(nproc) cores; node $(node --version)"
   echo "build: $(stat -c '%y' build/index.js) $(sha256sum build/index_bg.wasm | cut -c1-12)"
   echo "extra loadgen options: ${EXTRA:-none}"
+  echo "matcher shards: ${SHARD_COUNTS[*]}"
 } | tee "$OUT/settings.txt"
 
 n=0
 REPORTS=()
-for level in "${LEVELS[@]}"; do
+RUNS=()
+for shards in "${SHARD_COUNTS[@]}"; do
+  for level in "${LEVELS[@]}"; do RUNS+=("$shards/$level"); done
+done
+for run in "${RUNS[@]}"; do
   n=$((n + 1))
+  export MATCHER_SHARDS=${run%%/*}
+  level=${run#*/}
   proxies=${level%%:*}
   rate=${level##*:}
   if ! [[ $proxies =~ ^[0-9]+$ && $rate =~ ^[0-9.]+$ ]]; then
     echo "run-local: bad level '$level' (want PROXIES:CLIENTS_PER_SECOND)" >&2
     exit 2
   fi
-  tag=$(printf '%02d-p%s-c%s' "$n" "$proxies" "$rate")
+  tag=$(printf '%02d-s%s-p%s-c%s' "$n" "$MATCHER_SHARDS" "$proxies" "$rate")
   echo
-  echo "== level $n: $proxies proxies, $rate clients/s, ${DURATION} s"
+  echo "== level $n: $MATCHER_SHARDS shard(s), $proxies proxies, $rate clients/s, ${DURATION} s"
 
   # A fresh broker, pinned, on a free loopback port.
   "${BROKER_PIN[@]}" node bench/serve.mjs --runtime "$RUNTIME" --port 0 --log "$OUT/$tag.worker.log" \

@@ -40,6 +40,7 @@ for (const file of files) {
   }
   const row = {
     level: `${r.settings.proxies} p / ${r.settings.clients_per_second} c/s`,
+    shards: r.shards?.count ?? "-",
     "polls/s": r.rates.polls_per_s,
     "matches/s": r.rates.matches_per_s,
     clients: launched,
@@ -58,7 +59,8 @@ for (const file of files) {
     "RSS avg/peak MB": b.rss_mb_peak !== undefined ? `${b.rss_mb_avg_window}/${b.rss_mb_peak}` : "-",
     "gen CPU %": r.generator.cpu_pct_of_one_core_window,
     "cores busy %": r.machine?.core_busy_pct_window ? r.machine.core_busy_pct_window.map(Math.round).join("/") : "-",
-    hops: r.hops_per_client.mean,
+    "req/shard/s": r.shards ? `${r.shards.requests_per_shard_per_s.mean}/${r.shards.requests_per_shard_per_s.max}` : "-",
+    "DO/client": r.shards?.do_requests_per_client ?? r.hops_per_client.mean,
   };
   rows.push(row);
   const errKinds = {

@@ -9,6 +9,7 @@
 
 use super::routing::Pools;
 use super::{Assignment, Census, Offer, Poll};
+pub use crate::metrics::prometheus::ShardRequests;
 use crate::metrics::{AvailableProxies, IpKey, PeriodStats, PromCounters, Rendezvous};
 use crate::protocol::nat::Nat;
 use crate::protocol::proxy::ProxyType;
@@ -161,7 +162,20 @@ pub struct LiveMetrics {
     pub available: AvailableProxies,
     /// Requests this shard's object has served since it started.
     #[serde(default)]
-    pub requests: u64,
+    pub requests: ShardRequests,
+}
+
+impl ShardRequests {
+    /// One more request to `path`.
+    pub fn count(&mut self, path: &str) {
+        let slot = match path {
+            PollRequest::PATH => &mut self.poll,
+            OfferRequest::PATH => &mut self.offer,
+            AnswerRequest::PATH => &mut self.answer,
+            _ => &mut self.other,
+        };
+        *slot = slot.saturating_add(1);
+    }
 }
 
 impl Call for LiveMetricsRequest {

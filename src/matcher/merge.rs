@@ -67,17 +67,31 @@ mod tests {
 
     #[test]
     fn each_shards_requests_are_labelled_with_its_index() {
-        let shard = |requests| LiveMetrics {
-            requests,
+        let shard = |poll, offers_ended| LiveMetrics {
+            requests: super::super::api::ShardRequests {
+                poll,
+                offers_ended,
+                ..Default::default()
+            },
             ..LiveMetrics::default()
         };
-        let text = prometheus_text([shard(3), shard(5)]);
+        let text = prometheus_text([shard(3, 1), shard(5, 0)]);
         assert_eq!(
             text,
-            "# HELP snowflake_matcher_shard_requests_total The number of requests each matcher shard has served since it started\n\
+            "# HELP snowflake_matcher_shard_offers_ended_total The number of client offers each matcher shard decided (matched, denied or timed out)\n\
+             # TYPE snowflake_matcher_shard_offers_ended_total counter\n\
+             snowflake_matcher_shard_offers_ended_total{shard=\"0\"} 1\n\
+             snowflake_matcher_shard_offers_ended_total{shard=\"1\"} 0\n\
+             # HELP snowflake_matcher_shard_requests_total The number of requests each matcher shard has served since it started, by call\n\
              # TYPE snowflake_matcher_shard_requests_total counter\n\
-             snowflake_matcher_shard_requests_total{shard=\"0\"} 3\n\
-             snowflake_matcher_shard_requests_total{shard=\"1\"} 5\n"
+             snowflake_matcher_shard_requests_total{call=\"answer\",shard=\"0\"} 0\n\
+             snowflake_matcher_shard_requests_total{call=\"answer\",shard=\"1\"} 0\n\
+             snowflake_matcher_shard_requests_total{call=\"offer\",shard=\"0\"} 0\n\
+             snowflake_matcher_shard_requests_total{call=\"offer\",shard=\"1\"} 0\n\
+             snowflake_matcher_shard_requests_total{call=\"other\",shard=\"0\"} 0\n\
+             snowflake_matcher_shard_requests_total{call=\"other\",shard=\"1\"} 0\n\
+             snowflake_matcher_shard_requests_total{call=\"poll\",shard=\"0\"} 3\n\
+             snowflake_matcher_shard_requests_total{call=\"poll\",shard=\"1\"} 5\n"
         );
     }
 }

@@ -321,7 +321,7 @@ impl Shard {
         LiveMetrics {
             lifetime: self.metrics.lifetime.clone(),
             available: self.metrics.available.clone(),
-            requests: 0,
+            requests: Default::default(),
         }
     }
 

@@ -217,6 +217,19 @@ impl AvailableProxies {
     }
 }
 
+/// What one shard's object has served since it started, for `/prometheus`:
+/// how evenly load spreads, and how many requests a client costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRequests {
+    pub poll: u64,
+    pub offer: u64,
+    pub answer: u64,
+    /// Everything else: pages, counts, the period key.
+    pub other: u64,
+    /// Offers this shard decided (the client's final reply came from it).
+    pub offers_ended: u64,
+}
+
 struct Family<'a, V> {
     name: &'static str,
     help: &'static str,
@@ -248,25 +261,45 @@ pub fn render(counters: &PromCounters, available: &AvailableProxies) -> String {
     render_deployment(counters, available, &[])
 }
 
-/// The same, with the Durable Object requests each matcher shard (by index)
-/// has served since it last started: how evenly the load spreads, and how
-/// close a shard is to the platform's limit (README, "Choosing MATCHER_SHARDS").
+/// The same, with what each matcher shard (by index) has served since it
+/// last started: how evenly load spreads, how near a shard is to the
+/// platform's limit, and how many requests a client costs (offer requests
+/// over offers ended). README, "Choosing `MATCHER_SHARDS`".
 pub fn render_deployment(
     counters: &PromCounters,
     available: &AvailableProxies,
-    shard_requests: &[u64],
+    shard_requests: &[ShardRequests],
 ) -> String {
-    let mut per_shard = Series::<u64>::default();
-    for (i, n) in shard_requests.iter().enumerate() {
-        per_shard.add(&[i.to_string().as_str()], *n);
+    let mut per_call = Series::<u64>::default();
+    let mut ended = Series::<u64>::default();
+    for (i, r) in shard_requests.iter().enumerate() {
+        let shard = i.to_string();
+        for (call, n) in [
+            ("answer", r.answer),
+            ("offer", r.offer),
+            ("other", r.other),
+            ("poll", r.poll),
+        ] {
+            per_call.add(&[call, shard.as_str()], n);
+        }
+        ended.add(&[shard.as_str()], r.offers_ended);
     }
-    let shards = counter(
-        "snowflake_matcher_shard_requests_total",
-        "The number of requests each matcher shard has served since it started",
-        &["shard"],
-        &per_shard,
-        false,
-    );
+    let shard_families = [
+        counter(
+            "snowflake_matcher_shard_offers_ended_total",
+            "The number of client offers each matcher shard decided (matched, denied or timed out)",
+            &["shard"],
+            &ended,
+            false,
+        ),
+        counter(
+            "snowflake_matcher_shard_requests_total",
+            "The number of requests each matcher shard has served since it started, by call",
+            &["call", "shard"],
+            &per_call,
+            false,
+        ),
+    ];
     let c = counters;
     let families = [
         counter(
@@ -330,7 +363,9 @@ pub fn render_deployment(
     // Names are fixed; this order is the sorted order (checked by a test).
     let mut out = String::new();
     write_family(&mut out, &gauge, |v| format_value(i128::from(v)));
-    write_family(&mut out, &shards, |v| format_value(i128::from(v)));
+    for family in &shard_families {
+        write_family(&mut out, family, |v| format_value(i128::from(v)));
+    }
     for family in &families {
         let rounded = family.rounded;
         write_family(&mut out, family, |v| {

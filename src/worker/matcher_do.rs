@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::matcher::api::{
     decode_call, AnswerRequest, Answered, Call, CensusRequest, ClosedPeriod, ClosedPeriodsRequest,
     LiveMetricsRequest, OfferOutcome, OfferReply, OfferRequest, PeriodKeyRequest, PollReply,
-    PollRequest, RejectedPoll, FAILED_STATUS,
+    PollRequest, RejectedPoll, ShardRequests, FAILED_STATUS,
 };
 use crate::matcher::shard::{OfferStep, Shard, Snapshot, Started, Step};
 use crate::matcher::waiters::Waiters;
@@ -60,10 +60,16 @@ struct Inner {
     /// When the next alarm is set for, as far as this instance knows.
     alarm_at: Cell<Option<u64>>,
     /// Requests served since this instance started (`/prometheus`).
-    requests: Cell<u64>,
+    requests: Cell<ShardRequests>,
 }
 
 impl Inner {
+    fn count(&self, f: impl FnOnce(&mut ShardRequests)) {
+        let mut requests = self.requests.get();
+        f(&mut requests);
+        self.requests.set(requests);
+    }
+
     fn deliver(&self, wakes: Vec<crate::matcher::Wake>) {
         self.waiters.borrow_mut().deliver(wakes);
     }
@@ -186,7 +192,7 @@ fn start(config: Option<Config>) -> std::result::Result<Rc<Inner>, &'static str>
         unwritten: RefCell::new(Vec::new()),
         saved: RefCell::new(None),
         alarm_at: Cell::new(None),
-        requests: Cell::new(0),
+        requests: Cell::new(ShardRequests::default()),
     }))
 }
 
@@ -229,7 +235,7 @@ impl DurableObject for Matcher {
             Err(why) => return failed(why),
         };
         let path = req.path();
-        inner.requests.set(inner.requests.get().saturating_add(1));
+        inner.count(|r| r.count(&path));
         #[cfg(feature = "fault-injection")]
         if path == "/fault/reset" {
             return self.reset_for_test();
@@ -262,11 +268,19 @@ impl DurableObject for Matcher {
                 let step = inner.shard.borrow_mut().offer(now, call);
                 let outcome = match step {
                     OfferStep::Elsewhere => OfferOutcome::Elsewhere,
-                    OfferStep::Here(step) => OfferOutcome::Ended(
-                        inner
-                            .settle(step, Waiters::park_offer, OfferReply::TimedOut, caller_left)
-                            .await,
-                    ),
+                    OfferStep::Here(step) => {
+                        inner.count(|r| r.offers_ended = r.offers_ended.saturating_add(1));
+                        OfferOutcome::Ended(
+                            inner
+                                .settle(
+                                    step,
+                                    Waiters::park_offer,
+                                    OfferReply::TimedOut,
+                                    caller_left,
+                                )
+                                .await,
+                        )
+                    }
                 };
                 self.keep_saving(&inner).await;
                 reply_json(&inner, &outcome)

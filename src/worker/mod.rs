@@ -114,9 +114,9 @@ thread_local! {
     static BOARD: RefCell<Board> = RefCell::new(Board::new(1));
     /// This isolate's copy of the deployment's address key for the current
     /// metrics period, from shard 0.
-    static PERIOD_KEY: RefCell<Option<(u64, IpHasher)>> = const { RefCell::new(None) };
+    static PERIOD_KEY: RefCell<PeriodKeyState> = const { RefCell::new(PeriodKeyState::Unknown) };
     /// Where offers start among equal shards; moves on with every offer.
-    static ROTATE: Cell<u32> = Cell::new(random_secret().map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+    static ROTATE: Cell<u32> = Cell::new(random_secret().map_or(0, |[a, b, c, d, ..]| u32::from_le_bytes([a, b, c, d])));
 }
 
 /// The board, sized for `shards` (a new size starts it afresh).
@@ -224,32 +224,42 @@ pub(crate) async fn rendezvous(
 
 /// The deployment's address key for now: shard 0's, asked once per period
 /// and isolate. None with one shard (it hashes addresses itself) or if
-/// shard 0 cannot say (each shard then hashes with its own key).
+/// shard 0 cannot say: each shard then hashes with its own key (an address
+/// may count once per shard), and the isolate asks again only after
+/// `KEY_RETRY_MS`, so a slow shard 0 never holds up every poll.
 async fn period_key(env: &Env, config: &Config, caller: &Caller) -> Option<IpHasher> {
     if config.matcher_shards <= 1 {
         return None;
     }
-    let now = now_ms() / 1000;
-    let cached = PERIOD_KEY.with(|k| *k.borrow());
-    if let Some((end, hasher)) = cached.filter(|(end, _)| *end > now) {
-        let _ = end;
-        return Some(hasher);
+    let now = now_ms();
+    match PERIOD_KEY.with(|k| *k.borrow()) {
+        PeriodKeyState::Known { end_ms, hasher } if end_ms > now => return Some(hasher),
+        PeriodKeyState::FailedUntil(until) if until > now => return None,
+        _ => {}
     }
-    let key = ask(
-        env,
-        Some(config),
-        0,
-        &PeriodKeyRequest,
-        caller,
-        QUICK_CALL_MS,
-    )
-    .await
-    .ok()?;
-    let hasher = IpHasher::from_hex(&key.key)?;
-    if key.end > now {
-        PERIOD_KEY.with(|k| *k.borrow_mut() = Some((key.end, hasher)));
-    }
-    Some(hasher)
+    let key = ask(env, Some(config), 0, &PeriodKeyRequest, caller, KEY_CALL_MS).await;
+    let known = key.ok().and_then(|key| {
+        let hasher = IpHasher::from_hex(&key.key)?;
+        Some((key.end.saturating_mul(1000), hasher))
+    });
+    let state = match known {
+        Some((end_ms, hasher)) => PeriodKeyState::Known { end_ms, hasher },
+        None => PeriodKeyState::FailedUntil(now.saturating_add(KEY_RETRY_MS)),
+    };
+    PERIOD_KEY.with(|k| *k.borrow_mut() = state);
+    known.map(|(_, hasher)| hasher)
+}
+
+/// How long the period-key call may take, and how long after a failed one
+/// the isolate does without.
+const KEY_CALL_MS: u64 = 1_000;
+const KEY_RETRY_MS: u64 = 5_000;
+
+#[derive(Clone, Copy)]
+enum PeriodKeyState {
+    Unknown,
+    Known { end_ms: u64, hasher: IpHasher },
+    FailedUntil(u64),
 }
 
 /// Reads a body the Worker will parse, never keeping more than `READ_LIMIT`

@@ -520,14 +520,7 @@ fn apply(m: &mut BrokerMetrics, e: &Event) {
     }
 }
 
-const NATS: [Nat; 6] = [
-    Nat::Unknown,
-    Nat::Restricted,
-    Nat::Unrestricted,
-    Nat::Open,
-    Nat::Moderate,
-    Nat::Strict,
-];
+const NATS: [Nat; 6] = Nat::ALL;
 const TYPES: [ProxyType; 6] = [
     ProxyType::Standalone,
     ProxyType::Webext,

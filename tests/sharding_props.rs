@@ -48,14 +48,7 @@ enum Event {
 }
 
 fn nat(n: u8) -> Nat {
-    [
-        Nat::Unknown,
-        Nat::Restricted,
-        Nat::Unrestricted,
-        Nat::Open,
-        Nat::Moderate,
-        Nat::Strict,
-    ][n as usize % 6]
+    Nat::ALL[n as usize % Nat::ALL.len()]
 }
 
 fn events() -> impl Strategy<Value = Vec<Event>> {

@@ -33,6 +33,16 @@ impl Pool {
 }
 
 impl Nat {
+    /// Every NAT type the broker accepts.
+    pub const ALL: [Nat; 6] = [
+        Nat::Unknown,
+        Nat::Restricted,
+        Nat::Unrestricted,
+        Nat::Open,
+        Nat::Moderate,
+        Nat::Strict,
+    ];
+
     /// Parses a reported NAT type; `""` means unknown, anything else
     /// unrecognised (including other letter cases) is invalid.
     pub fn parse(s: &str) -> Option<Nat> {

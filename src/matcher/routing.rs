@@ -7,10 +7,11 @@
 //! - A client's offer tries shards in an order the Worker draws from its
 //!   [`Board`]: what each shard last said of its pools (every reply carries
 //!   that summary, so it costs no extra request). Shards believed to hold a
-//!   proxy in the client's first pool come first, then its later pools,
-//!   then shards whose summary is old or unknown; a shard known to be empty
-//!   for this client a moment ago is skipped. The last shard tried counts
-//!   the denial, so a denial is counted once however many shards were tried.
+//!   proxy in the client's first pool come first (least loaded, then
+//!   oldest), then its later pools, then the one shard whose summary is the
+//!   oldest of those not fresh ([`PROBES`]); a shard known to be empty for
+//!   this client a moment ago is skipped. The last shard tried counts the
+//!   denial, so a denial is counted once however many shards were tried.
 //!
 //! Pure: no clock, no randomness of its own (callers pass `now` and a
 //! rotation), so native tests and the simulation drive exactly this code.

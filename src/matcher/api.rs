@@ -98,8 +98,14 @@ pub struct OfferRequest {
     pub country: Option<String>,
     /// The last shard this client tries: it denies (and counts the denial)
     /// if it holds no proxy the client may use; an earlier one answers
-    /// [`OfferOutcome::Elsewhere`] instead, uncounted.
+    /// [`OfferOutcome::Elsewhere`] instead, uncounted. A call from a Worker
+    /// older than sharding (during a deploy) has none: it is the last.
+    #[serde(default = "is_last")]
     pub last: bool,
+}
+
+fn is_last() -> bool {
+    true
 }
 
 /// What a shard did with an offer.
@@ -347,6 +353,25 @@ mod tests {
         round_trip(LiveMetricsRequest);
         round_trip(ClosedPeriodsRequest);
         round_trip(PeriodKeyRequest);
+    }
+
+    #[test]
+    fn an_offer_without_last_is_the_last_shard_tried() {
+        let call = OfferRequest {
+            offer: Offer {
+                offer: "o".into(),
+                nat: Nat::Unknown,
+                relay_url: "r".into(),
+                started_at: 1,
+            },
+            method: Rendezvous::Http,
+            country: None,
+            last: false,
+        };
+        let mut value = serde_json::to_value(&call).unwrap();
+        value.as_object_mut().unwrap().remove("last");
+        let old: OfferRequest = decode_call(value.to_string().as_bytes()).unwrap();
+        assert!(old.last);
     }
 
     #[test]

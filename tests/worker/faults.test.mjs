@@ -13,11 +13,8 @@ import { join } from "node:path";
 import {
   FAULT_BUILD_DIR,
   NO_PROXIES,
-  SUCCESS,
-  answerJson,
+  assertRendezvous,
   assertText,
-  clientAnswer,
-  clientMatch,
   newSid,
   noMatch,
   offerJson,
@@ -46,18 +43,6 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** One whole rendezvous: a proxy parks, a client's offer reaches it, its answer the client. */
-async function assertRendezvous(tag) {
-  const sid = newSid(tag);
-  const poll = b.proxy({ sid, nat: "unrestricted" });
-  await b.waitSessions(1);
-  const offer = offerJson(tag);
-  const client = b.client(offer, { nat: "unrestricted" });
-  assertText(await poll, 200, clientMatch(offer, "unrestricted"), { cors: true });
-  assertText(await b.answer(sid, answerJson(tag)), 200, SUCCESS);
-  assertText(await client, 200, clientAnswer(answerJson(tag)));
-}
-
 /** Resets the matcher (a moment after this call returns), as an eviction or deploy does. */
 async function resetMatcher() {
   const ns = await b.mf.getDurableObjectNamespace("MATCHER");
@@ -85,7 +70,7 @@ test("a matcher reset ends every parked request at once with its protocol's repl
   const replies = ends.slice(1).map((r) => r.text);
   assert.equal(replies.filter((t) => t === FAILED_POLL).length, 4, replies.join("\n"));
   // The broker serves again at once, from a fresh matcher.
-  await assertRendezvous("after");
+  await assertRendezvous(b, "after");
   // The denials counted before the reset came back from storage.
   const text = (await b.get("/prometheus")).text;
   assert.match(text, /\nsnowflake_rounded_client_poll_total\{cc="\?\?",nat="restricted",rendezvous_method="http",status="denied"\} 8\n/, text);
@@ -105,5 +90,5 @@ test("a trap in the wasm module (what a panic would be) still ends every parked 
   assert.ok(took < POLL_MS + 1000, `parked polls ended after ${took} ms`);
   for (const res of ends) assertText(res, 200, FAILED_POLL, { cors: true });
   // And the broker serves again, from a fresh module.
-  await assertRendezvous("after-trap");
+  await assertRendezvous(b, "after-trap");
 });

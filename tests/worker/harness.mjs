@@ -475,3 +475,19 @@ export function slowBody(head, ms, tail) {
     },
   });
 }
+
+/**
+ * One whole rendezvous on an otherwise idle broker `b`: a proxy (NAT `proxyNat`) parks, a
+ * client's offer (NAT `clientNat`, traceable by `tag`) reaches exactly it, and its answer
+ * exactly that client.
+ */
+export async function assertRendezvous(b, tag, { proxyNat = "unrestricted", clientNat = "unrestricted" } = {}) {
+  const sid = newSid(tag);
+  const poll = b.proxy({ sid, nat: proxyNat });
+  await b.waitSessions(1);
+  const offer = offerJson(tag);
+  const client = b.client(offer, { nat: clientNat });
+  assertText(await poll, 200, clientMatch(offer, clientNat), { cors: true });
+  assertText(await b.answer(sid, answerJson(tag)), 200, SUCCESS);
+  assertText(await client, 200, clientAnswer(answerJson(tag)));
+}

@@ -12,11 +12,8 @@ import { test } from "node:test";
 import {
   FAULT_BUILD_DIR,
   NO_PROXIES,
-  SUCCESS,
-  answerJson,
+  assertRendezvous,
   assertText,
-  clientAnswer,
-  clientMatch,
   newSid,
   noMatch,
   offerJson,
@@ -33,15 +30,7 @@ async function lonelyProxies(shards) {
     assertText(await b.client(offerJson(), { nat: "restricted" }), 200, NO_PROXIES);
     // Then, 3 × shards times, one proxy on whatever shard its Sid picks, and one client.
     for (let i = 0; i < 3 * shards; i++) {
-      const sid = newSid(`lone${shards}`);
-      const poll = b.proxy({ sid, nat: "unrestricted" });
-      await b.waitSessions(1);
-      const tag = `lone-${shards}-${i}`;
-      const offer = offerJson(tag);
-      const client = b.client(offer, { nat: "restricted" });
-      assertText(await poll, 200, clientMatch(offer, "restricted"), { cors: true });
-      assertText(await b.answer(sid, answerJson(tag)), 200, SUCCESS);
-      assertText(await client, 200, clientAnswer(answerJson(tag)));
+      await assertRendezvous(b, `lone-${shards}-${i}`, { clientNat: "restricted" });
     }
   } finally {
     await b.close();
@@ -73,16 +62,7 @@ async function workload(shards) {
     // Nine restricted clients denied, each counted once however many shards it tried.
     for (let i = 0; i < 9; i++) assertText(await b.client(offerJson(), { nat: "restricted" }), 200, NO_PROXIES);
     // Two rendezvous.
-    for (const tag of ["a", "b"]) {
-      const sid = newSid(tag);
-      const poll = b.proxy({ sid, nat: "unrestricted" });
-      await b.waitSessions(1);
-      const offer = offerJson(tag);
-      const client = b.client(offer, { nat: "unrestricted" });
-      assertText(await poll, 200, clientMatch(offer, "unrestricted"), { cors: true });
-      assertText(await b.answer(sid, answerJson(tag)), 200, SUCCESS);
-      assertText(await client, 200, clientAnswer(answerJson(tag)));
-    }
+    for (const tag of ["a", "b"]) await assertRendezvous(b, tag);
     assert.ok(Date.now() - begun < period - 500, "the workload fits in one period");
     const deadline = Date.now() + 20000;
     for (;;) {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod debug;
 pub mod geoip;
 pub mod handlers;
+pub mod hex;
 pub mod matcher;
 pub mod metrics;
 pub mod protocol;

@@ -133,9 +133,9 @@ impl Deployment {
     ) -> Begun<PollReply> {
         let shards = self.shard_count();
         let address = match (ip, self.shards.first()) {
+            // Shard 0's hasher, as the Worker gets it from `/period-key`.
             (Some(ip), Some(first)) if shards > 1 => {
-                let key = first.period_key();
-                crate::metrics::IpHasher::from_hex(&key.key).map(|h| ProxyAddress::Key(h.key(ip)))
+                Some(ProxyAddress::Key(first.address_hasher().key(ip)))
             }
             (ip, _) => ip.map(ProxyAddress::Ip),
         };

@@ -57,10 +57,6 @@ pub enum OfferStep {
     Elsewhere,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What the metrics need to know about a parked request.
 #[derive(Debug, Clone, Copy)]
 enum Labels {
@@ -150,12 +146,17 @@ impl Shard {
         })
     }
 
-    /// This shard's address-hashing key for the current period: the
+    /// This shard's address hasher for the current period: the
     /// deployment's, when this is shard 0.
+    pub fn address_hasher(&self) -> IpHasher {
+        self.hasher
+    }
+
+    /// [`Shard::address_hasher`]'s key, as the Worker is sent it.
     pub fn period_key(&self) -> PeriodKey {
         PeriodKey {
             end: self.period_end(),
-            key: hex(&self.hasher.key_bytes()),
+            key: crate::hex::encode(&self.hasher.key_bytes()),
         }
     }
 
@@ -411,7 +412,7 @@ impl Shard {
                 lifetime: &self.metrics.lifetime,
             },
             period_start: self.period_start,
-            ip_secret: hex(&self.ip_secret),
+            ip_secret: crate::hex::encode(&self.ip_secret),
         })
     }
 

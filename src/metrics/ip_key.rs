@@ -70,17 +70,7 @@ impl<'de> Deserialize<'de> for IpKey {
 
 /// 16 bytes from 32 hex digits.
 pub fn parse_hex16(s: &str) -> Option<[u8; 16]> {
-    let hex = s.as_bytes();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (b, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *b = std::str::from_utf8(pair)
-            .ok()
-            .and_then(|p| u8::from_str_radix(p, 16).ok())?;
-    }
-    Some(out)
+    crate::hex::decode(s)?.try_into().ok()
 }
 
 /// Computes [`IpKey`]s with one secret key.

@@ -10,31 +10,14 @@ pub struct Fingerprint(Vec<u8>);
 impl Fingerprint {
     /// Decodes hex of either case that yields exactly 20 or 32 bytes.
     pub fn parse(hex: &str) -> Option<Fingerprint> {
-        let digits = hex.as_bytes();
-        if digits.len() != 40 && digits.len() != 64 {
+        if hex.len() != 40 && hex.len() != 64 {
             return None;
         }
-        let bytes = digits
-            .chunks_exact(2)
-            .map(|pair| match pair {
-                [hi, lo] => Some(nibble(*hi)? << 4 | nibble(*lo)?),
-                _ => None,
-            })
-            .collect::<Option<Vec<u8>>>()?;
-        Some(Fingerprint(bytes))
+        crate::hex::decode(hex).map(Fingerprint)
     }
 
     pub fn default_bridge() -> Fingerprint {
         Fingerprint::parse(DEFAULT_FINGERPRINT).unwrap_or(Fingerprint(Vec::new()))
-    }
-}
-
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 

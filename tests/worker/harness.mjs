@@ -491,3 +491,12 @@ export async function assertRendezvous(b, tag, { proxyNat = "unrestricted", clie
   assertText(await b.answer(sid, answerJson(tag)), 200, SUCCESS);
   assertText(await client, 200, clientAnswer(answerJson(tag)));
 }
+
+/**
+ * Metrics periods are aligned to the epoch (every shard must close the same ones): waits until
+ * one of `seconds` has just begun, so that a test's events all fall in one period.
+ */
+export async function periodBegins(seconds) {
+  const ms = seconds * 1000;
+  await sleep(ms - (Date.now() % ms) + 50);
+}

@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startBroker } from "./harness.mjs";
+import { periodBegins, startBroker } from "./harness.mjs";
 
 const PATTERN = "snowflake.torproject.net$";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -61,13 +61,6 @@ async function periods(mf, count, timeoutMs = 8000) {
     if (Date.now() > deadline) assert.fail(`only ${blocks.length} periods after ${timeoutMs} ms:\n${text}`);
     await sleep(100);
   }
-}
-
-/// Periods are aligned to the epoch (every shard must close the same ones): waits until
-/// one of `seconds` has just begun, so that a test's events all fall in one period.
-async function periodBegins(seconds) {
-  const ms = seconds * 1000;
-  await sleep(ms - (Date.now() % ms) + 50);
 }
 
 const line = (block, name) => block.split("\n").find((l) => l.split(" ")[0] === name);

@@ -17,6 +17,7 @@ import {
   newSid,
   noMatch,
   offerJson,
+  periodBegins,
   sleep,
   startBroker,
 } from "./harness.mjs";
@@ -50,7 +51,7 @@ async function workload(shards) {
   });
   try {
     const period = 8000;
-    await sleep(period - (Date.now() % period) + 50); // periods are aligned to the epoch
+    await periodBegins(period / 1000);
     const begun = Date.now();
     // One address polls 12 times under 12 Sids (so on several shards); another twice; all idle.
     const one = { headers: { "CF-Connecting-IP": "129.97.208.23" } };

@@ -113,6 +113,7 @@ fn run(shards: u32, isolates: u32, clients_per_s: u32, tune: (u64, usize)) -> Ro
         client_timeout_from: TimeoutFrom::Request,
         max_parked_polls: 5_000,
         max_polls_per_address: 10,
+        poll_interval: snowflake_broker::matcher::interval::PollInterval::OFF,
     };
     let start_unix = 1_699_920_000;
     let mut d = Deployment::new(shards, isolates, settings, 86_400, start_unix, [3; 16]);
@@ -193,7 +194,14 @@ fn run(shards: u32, isolates: u32, clients_per_s: u32, tune: (u64, usize)) -> Ro
                 queue.push(Reverse((at.max(now), Event::Client)));
             }
             Event::Answer(p, s) => {
-                let _ = d.answer(now, isolate, &format!("p{p}-{s}"), "answer".into());
+                let ip = IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + p));
+                let _ = d.answer(
+                    now,
+                    isolate,
+                    Some(ip),
+                    &format!("p{p}-{s}"),
+                    "answer".into(),
+                );
             }
         }
         for delivered in d.delivered() {

@@ -3,6 +3,7 @@
 //! A bad value never crashes the Worker: it becomes a [`ConfigError`] that the
 //! shell logs once, shows on `/debug`, and answers matching requests with 500.
 
+use crate::matcher::interval::PollInterval;
 use crate::protocol::bridges::BridgeList;
 use crate::protocol::relay_pattern::RelayPattern;
 use std::fmt;
@@ -31,8 +32,7 @@ pub struct Config {
     pub metrics_period_seconds: u64,
     pub trusted_hops: u32,
     pub unsafe_logging: bool,
-    /// Settings that were understood but are not in effect; shown on `/debug`.
-    pub warnings: Vec<String>,
+    pub poll_interval: PollInterval,
 }
 
 /// The first setting found invalid, with why.
@@ -163,7 +163,7 @@ pub const MAX_POLLS_PER_ADDRESS: Setting = number_setting(
     "10",
     1,
     100_000,
-    "proxy sessions one address (IPv6: one /64) holds in one matcher shard at once, parked polls and matched proxies whose client awaits their answer; more polls are answered like those beyond `MAX_PARKED_POLLS`",
+    "proxy sessions one address (IPv6: one /64) holds at once, parked polls and matched proxies whose client awaits their answer (every poll of an address goes to one shard, so this holds for the whole deployment); more polls are answered like those beyond `MAX_PARKED_POLLS`",
 );
 pub const METRICS_PERIOD_SECONDS: Setting = number_setting(
     "METRICS_PERIOD_SECONDS",
@@ -179,10 +179,10 @@ pub const TRUSTED_HOPS: Setting = number_setting(
     16,
     "how many `X-Forwarded-For` entries, counted from the right, were added by proxies we trust (the fronting CDN); a client's address is the leftmost public one among them",
 );
-pub const PROXY_POLL_RATE_LIMIT: Setting = other_setting(
-    "PROXY_POLL_RATE_LIMIT",
+pub const PROXY_POLL_INTERVAL_MS: Setting = other_setting(
+    "PROXY_POLL_INTERVAL_MS",
     DefaultValue::Unset,
-    "N's per-IP `polled too soon` limit. **Not implemented**: setting it only produces a warning",
+    "N's per-address poll interval: a poll from an address (IPv6: a /64) whose last accepted poll for the same pool was less than this long ago is answered `polled too soon` at once, with the time left as `NextPoll`. One number of milliseconds for every pool (N's is `20000`), or per pool as `open=…,moderate=…,strict=…` (a pool not named is not limited); unset: off (0–86400000 each)",
 );
 pub const UNSAFE_LOGGING: Setting = other_setting(
     "UNSAFE_LOGGING",
@@ -205,12 +205,20 @@ pub const SETTINGS: [Setting; 14] = [
     TRUSTED_HOPS,
     UNSAFE_LOGGING,
     MATCHER_SHARDS,
-    PROXY_POLL_RATE_LIMIT,
+    PROXY_POLL_INTERVAL_MS,
 ];
 
-/// Whether `name` is one of [`SETTINGS`].
+/// Settings an older version read and this one does not, with what replaced
+/// them: set, they are a configuration error, never silently ignored.
+pub const RETIRED: [(&str, &str); 1] = [(
+    "PROXY_POLL_RATE_LIMIT",
+    "it was never in effect; N's per-address limit is now PROXY_POLL_INTERVAL_MS (milliseconds, e.g. 20000)",
+)];
+
+/// Whether `name` is one of [`SETTINGS`] or [`RETIRED`]: a name the
+/// configuration reads.
 pub fn is_setting(name: &str) -> bool {
-    SETTINGS.iter().any(|s| s.name == name)
+    SETTINGS.iter().any(|s| s.name == name) || RETIRED.iter().any(|(n, _)| *n == name)
 }
 
 fn invalid(setting: &Setting, message: String) -> ConfigError {
@@ -272,7 +280,14 @@ impl Config {
     /// "use the default").
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let v = Values { get };
-        let mut warnings = Vec::new();
+        for (name, why) in RETIRED {
+            if (v.get)(name).is_some_and(|t| !t.trim().is_empty()) {
+                return Err(ConfigError {
+                    setting: name,
+                    message: format!("this setting was removed: {why}"),
+                });
+            }
+        }
         let client_timeout_from = match v.choice(&CLIENT_TIMEOUT_FROM, &["request", "match"])? {
             0 => TimeoutFrom::Request,
             _ => TimeoutFrom::Match,
@@ -291,12 +306,11 @@ impl Config {
             }
         };
         let matcher_shards = v.number(&MATCHER_SHARDS)?;
-        if v.given(&PROXY_POLL_RATE_LIMIT).is_some() {
-            warnings.push(
-                "PROXY_POLL_RATE_LIMIT is set but per-IP rate limiting is not implemented yet; polls are not limited"
-                    .to_string(),
-            );
-        }
+        let poll_interval = match v.given(&PROXY_POLL_INTERVAL_MS) {
+            None => PollInterval::OFF,
+            Some(text) => PollInterval::parse(&text)
+                .map_err(|message| invalid(&PROXY_POLL_INTERVAL_MS, message))?,
+        };
         Ok(Config {
             proxy_poll_timeout_ms: v.number(&PROXY_POLL_TIMEOUT_MS)?,
             client_timeout_ms: v.number(&CLIENT_TIMEOUT_MS)?,
@@ -312,7 +326,7 @@ impl Config {
             metrics_period_seconds: v.number(&METRICS_PERIOD_SECONDS)?,
             trusted_hops: u32::try_from(v.number(&TRUSTED_HOPS)?).unwrap_or(u32::MAX),
             unsafe_logging: v.choice(&UNSAFE_LOGGING, &["false", "true", "0", "1"])? % 2 == 1,
-            warnings,
+            poll_interval,
         })
     }
 
@@ -340,6 +354,7 @@ impl From<&Config> for crate::matcher::Settings {
             client_timeout_from: c.client_timeout_from,
             max_parked_polls: c.max_parked_polls,
             max_polls_per_address: c.max_polls_per_address,
+            poll_interval: c.poll_interval,
         }
     }
 }
@@ -370,7 +385,7 @@ mod tests {
         assert!(c.relay_pattern_accepted(Some("")));
         assert!(!c.relay_pattern_accepted(Some("^snowflake.torproject.net$")));
         assert!(!c.relay_pattern_accepted(None));
-        assert!(c.warnings.is_empty());
+        assert_eq!(c.poll_interval, PollInterval::OFF);
     }
 
     #[test]
@@ -414,9 +429,23 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_settings_warn_instead_of_pretending() {
-        let c = config(&[("MATCHER_SHARDS", "4"), ("PROXY_POLL_RATE_LIMIT", "x")]).unwrap();
-        assert_eq!(c.warnings.len(), 1);
-        assert_eq!(c.matcher_shards, 4);
+    fn the_poll_interval_is_one_number_or_per_pool() {
+        let c = config(&[("PROXY_POLL_INTERVAL_MS", "20000")]).unwrap();
+        assert_eq!(c.poll_interval, PollInterval([20_000; 3]));
+        let c = config(&[("PROXY_POLL_INTERVAL_MS", "open=1000,strict=3000")]).unwrap();
+        assert_eq!(c.poll_interval, PollInterval([1_000, 0, 3_000]));
+        let e = config(&[("PROXY_POLL_INTERVAL_MS", "often")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "setting PROXY_POLL_INTERVAL_MS is invalid: \"often\" is not a whole number of milliseconds"
+        );
+    }
+
+    #[test]
+    fn a_retired_setting_is_an_error_naming_its_successor() {
+        let e = config(&[("PROXY_POLL_RATE_LIMIT", "10")]).unwrap_err();
+        assert_eq!(e.setting, "PROXY_POLL_RATE_LIMIT");
+        assert!(e.to_string().contains("PROXY_POLL_INTERVAL_MS"), "{e}");
+        assert!(config(&[("PROXY_POLL_RATE_LIMIT", " ")]).is_ok());
     }
 }

@@ -1,7 +1,8 @@
 //! The `/debug` page (docs/protocol.md §1.5), in R's layout.
 
+use crate::config::Config;
 use crate::matcher::Census;
-use crate::protocol::nat::Nat;
+use crate::protocol::nat::{Nat, Pool};
 use crate::protocol::proxy::ProxyType;
 use std::fmt::Write;
 
@@ -53,6 +54,30 @@ pub fn render(census: &Census, problems: &[String]) -> String {
         let _ = write!(out, "\n{problem}");
     }
     out
+}
+
+/// What `/debug` says of the settings after the counts: only what differs
+/// from R's behaviour, so a default deployment shows R's exact page.
+pub fn settings_notes(config: &Config) -> Vec<String> {
+    let interval = config.poll_interval;
+    if !interval.is_on() {
+        return Vec::new();
+    }
+    let pools: Vec<String> = [
+        ("open", Pool::Open),
+        ("moderate", Pool::Moderate),
+        ("strict", Pool::Strict),
+    ]
+    .iter()
+    .map(|(name, pool)| match interval.of(*pool) {
+        0 => format!("{name} unlimited"),
+        ms => format!("{name} {ms} ms"),
+    })
+    .collect();
+    vec![format!(
+        "proxy poll interval per address (PROXY_POLL_INTERVAL_MS): {}",
+        pools.join(", ")
+    )]
 }
 
 #[cfg(test)]

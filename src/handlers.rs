@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::matcher::api::CallError;
 use crate::matcher::{AnswerReply, Offer, OfferReply, Poll, PollReply};
 use crate::protocol::client::{self, ClientOffer};
-use crate::protocol::nat::Nat;
+use crate::protocol::nat::{Nat, Pool};
 use crate::protocol::proxy::{self, ProxyAnswer, ProxyPoll, ProxyType};
 use crate::protocol::{has_candidate, READ_LIMIT};
 
@@ -29,6 +29,8 @@ pub enum Outcome {
     /// A poll answered `no match` at once because its address already holds
     /// `MAX_POLLS_PER_ADDRESS` sessions (a flood, or a crowded host).
     AddressFull,
+    /// A poll answered `polled too soon` (`PROXY_POLL_INTERVAL_MS`).
+    TooSoon,
     IncorrectRelayPattern,
     AnswerDelivered,
     ClientGone,
@@ -54,6 +56,7 @@ impl Outcome {
             Outcome::NoMatch => "no match",
             Outcome::PollShed => "no match (shed)",
             Outcome::AddressFull => "no match (address full)",
+            Outcome::TooSoon => "polled too soon",
             Outcome::IncorrectRelayPattern => "incorrect relay pattern",
             Outcome::AnswerDelivered => "answer delivered",
             Outcome::ClientGone => "client gone",
@@ -264,21 +267,36 @@ pub fn refused_next_poll_ms(config: &Config) -> u64 {
     config.next_poll_ms.saturating_mul(3).max(30_000)
 }
 
-pub fn proxy_poll_reply(config: &Config, reply: &PollReply) -> Reply {
+/// The `NextPoll` of an accepted poll (matched or not) in `pool` that
+/// reached the Worker `waited_ms` ago: `NEXT_POLL_MS`, or, if longer, the
+/// time left of the pool's `PROXY_POLL_INTERVAL_MS`, so that a proxy that
+/// obeys `NextPoll` is never told `polled too soon`.
+pub fn accepted_next_poll_ms(config: &Config, pool: Pool, waited_ms: u64) -> u64 {
+    let left = config.poll_interval.of(pool).saturating_sub(waited_ms);
+    config.next_poll_ms.max(left)
+}
+
+/// The reply to a poll; `next_poll_ms` is what an accepted one is told
+/// ([`accepted_next_poll_ms`]); the others say their own.
+pub fn proxy_poll_reply(config: &Config, reply: &PollReply, next_poll_ms: u64) -> Reply {
     let (body, outcome) = match reply {
         PollReply::Matched(a) => (
             proxy::poll_response(
                 proxy::STATUS_MATCH,
                 &a.offer,
                 a.client_nat.as_str(),
-                config.next_poll_ms,
+                next_poll_ms,
                 &a.relay_url,
             ),
             Outcome::ClientMatch,
         ),
         PollReply::NoMatch => (
-            proxy::poll_response(proxy::STATUS_NO_MATCH, "", "", config.next_poll_ms, ""),
+            proxy::poll_response(proxy::STATUS_NO_MATCH, "", "", next_poll_ms, ""),
             Outcome::NoMatch,
+        ),
+        PollReply::TooSoon(left) => (
+            proxy::poll_response(proxy::STATUS_TOO_SOON, "", "", *left, ""),
+            Outcome::TooSoon,
         ),
         PollReply::Refused | PollReply::AddressFull => (
             proxy::poll_response(
@@ -302,7 +320,7 @@ pub fn proxy_poll_reply(config: &Config, reply: &PollReply) -> Reply {
 /// time): the proxy is told `no match` and to come back later, as when the
 /// matcher is full. It is the broker's trouble, not the proxy's.
 pub fn proxy_poll_failed(config: &Config) -> Reply {
-    proxy_poll_reply(config, &PollReply::Refused).outcome(Outcome::BrokerError)
+    proxy_poll_reply(config, &PollReply::Refused, config.next_poll_ms).outcome(Outcome::BrokerError)
 }
 
 /// Which client format a request used: they answer differently.

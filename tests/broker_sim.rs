@@ -15,8 +15,8 @@ use futures_channel::oneshot;
 use snowflake_broker::config::{Config, TimeoutFrom};
 use snowflake_broker::handlers::{self, ClientFormat, Outcome, PollCheck, Reply};
 use snowflake_broker::matcher::api::{
-    decode_reply, AnswerRequest, CallError, ClosedPeriodsRequest, OfferRequest, PollRequest,
-    ProxyAddress, ProxySeen,
+    decode_reply, AnswerOutcome, AnswerRequest, CallError, ClosedPeriodsRequest, OfferRequest,
+    PollRequest, ProxyAddress, ProxySeen,
 };
 use snowflake_broker::matcher::shard::{OfferStep, Shard, Started};
 use snowflake_broker::matcher::waiters::Waiters;
@@ -130,6 +130,8 @@ impl Sim {
                 address: ip.map(|a| ProxyAddress::Ip(a.parse().unwrap())),
                 ..ProxySeen::default()
             },
+            at: None,
+            refused_meanwhile: Vec::new(),
         };
         let step = self.shard.poll(self.now, request);
         match step.start {
@@ -139,7 +141,11 @@ impl Sim {
                 self.deliver(step.wakes);
                 Ok(ticket)
             }
-            Started::Now(reply) => Err(handlers::proxy_poll_reply(&self.config, &reply)),
+            Started::Now(reply) => Err(handlers::proxy_poll_reply(
+                &self.config,
+                &reply,
+                self.config.next_poll_ms,
+            )),
         }
     }
 
@@ -185,8 +191,12 @@ impl Sim {
                 let (result, wakes) = self.shard.answer(AnswerRequest {
                     sid: a.sid,
                     answer: a.answer,
+                    last: true,
                 });
                 self.deliver(wakes);
+                let AnswerOutcome::Ended(result) = result else {
+                    panic!("the last shard asked always decides");
+                };
                 handlers::answer_reply(result)
             }
         }
@@ -200,7 +210,11 @@ impl Sim {
 
     fn proxy_reply(&self, t: Ticket) -> Option<Reply> {
         let got = self.proxies.get(&t)?.got.as_ref()?;
-        Some(handlers::proxy_poll_reply(&self.config, got))
+        Some(handlers::proxy_poll_reply(
+            &self.config,
+            got,
+            self.config.next_poll_ms,
+        ))
     }
 
     fn client_reply(&self, t: Ticket) -> Option<Reply> {

@@ -125,6 +125,7 @@ proptest! {
             client_timeout_from: if from_match { TimeoutFrom::Match } else { TimeoutFrom::Request },
             max_parked_polls: 4,
             max_polls_per_address: 2,
+            poll_interval: snowflake_broker::matcher::interval::PollInterval::OFF,
         };
         let mut engine = Engine::new(settings);
         let mut ledger = Ledger::default();

@@ -13,7 +13,8 @@
 
 use snowflake_broker::config::TimeoutFrom;
 use snowflake_broker::matcher::api::{
-    AnswerReply, AnswerRequest, OfferRequest, PollRequest, ProxyAddress, ProxySeen,
+    AnswerOutcome, AnswerReply, AnswerRequest, OfferRequest, PollReply, PollRequest, ProxyAddress,
+    ProxySeen,
 };
 use snowflake_broker::matcher::shard::Shard;
 use snowflake_broker::matcher::shard::Started;
@@ -33,6 +34,7 @@ fn shard() -> Shard {
         client_timeout_from: TimeoutFrom::Request,
         max_parked_polls: 100,
         max_polls_per_address: 100,
+        poll_interval: snowflake_broker::matcher::interval::PollInterval::OFF,
     };
     Shard::new(settings, PERIOD, START, [7; 16])
 }
@@ -50,6 +52,8 @@ fn poll(sid: &str, nat: Nat, kind: ProxyType, ip: &str, cc: &str) -> PollRequest
             country: Some(cc.into()),
             address: ip.parse().ok().map(ProxyAddress::Ip),
         },
+        at: None,
+        refused_meanwhile: Vec::new(),
     }
 }
 
@@ -71,6 +75,7 @@ fn answer(sid: &str) -> AnswerRequest {
     AnswerRequest {
         sid: sid.into(),
         answer: "answer".into(),
+        last: true,
     }
 }
 
@@ -248,9 +253,15 @@ fn matches_timeouts_answers_and_amp_are_counted_once() {
         offer(Nat::Unknown, Some("IR"), Rendezvous::Ampcache, now),
     );
     let (reply, wakes) = s.answer(answer("p1"));
-    assert_eq!((reply, wakes.len()), (AnswerReply::Delivered, 1));
+    assert_eq!(
+        (reply, wakes.len()),
+        (AnswerOutcome::Ended(AnswerReply::Delivered), 1)
+    );
     let (reply, wakes) = s.answer(answer("nobody"));
-    assert_eq!((reply, wakes.len()), (AnswerReply::ClientGone, 0));
+    assert_eq!(
+        (reply, wakes.len()),
+        (AnswerOutcome::Ended(AnswerReply::ClientGone), 0)
+    );
     s.expire(now + 60_000);
     let block = flush(&mut s);
     assert_eq!(field(&block, "client-snowflake-match-count"), "8");
@@ -391,4 +402,105 @@ fn periods_missed_while_down_are_published_empty() {
     assert_eq!(blocks.len(), 3);
     assert_eq!(blocks[2].end, START + 3 * PERIOD);
     assert_eq!(s.period_end(), START + 4 * PERIOD);
+}
+
+#[test]
+fn a_poll_too_soon_is_answered_at_once_and_counted_as_n_counts_it() {
+    let settings = Settings {
+        poll_interval: snowflake_broker::matcher::interval::PollInterval([2_000; 3]),
+        ..shard().engine().settings()
+    };
+    let mut s = Shard::new(settings, PERIOD, START, [7; 16]);
+    let now = START * 1000;
+    let at = |mut p: PollRequest, t: u64| {
+        p.at = Some(t);
+        p
+    };
+    let first = poll(
+        "a1",
+        Nat::Restricted,
+        ProxyType::Webext,
+        "129.97.208.23",
+        "CA",
+    );
+    assert!(matches!(
+        s.poll(now, at(first, now)).start,
+        Started::Parked { .. }
+    ));
+    // Another Sid from the same address, 600 ms later: 1,400 ms left.
+    let again = poll(
+        "a2",
+        Nat::Restricted,
+        ProxyType::Webext,
+        "129.97.208.23",
+        "CA",
+    );
+    assert_eq!(
+        s.poll(now + 600, at(again, now + 600)).start,
+        Started::Now(PollReply::TooSoon(1_400))
+    );
+    // Another address, or another pool, is not held back.
+    let other = poll(
+        "b1",
+        Nat::Restricted,
+        ProxyType::Webext,
+        "129.97.208.24",
+        "CA",
+    );
+    assert!(matches!(
+        s.poll(now + 600, at(other, now + 600)).start,
+        Started::Parked { .. }
+    ));
+    let open = poll(
+        "a3",
+        Nat::Unrestricted,
+        ProxyType::Webext,
+        "129.97.208.23",
+        "CA",
+    );
+    assert!(matches!(
+        s.poll(now + 600, at(open, now + 600)).start,
+        Started::Parked { .. }
+    ));
+    // Once the interval has passed, the address parks again.
+    s.expire(now + 2_000);
+    let later = poll(
+        "a4",
+        Nat::Restricted,
+        ProxyType::Webext,
+        "129.97.208.23",
+        "CA",
+    );
+    assert!(matches!(
+        s.poll(now + 2_000, at(later, now + 2_000)).start,
+        Started::Parked { .. }
+    ));
+    s.expire(now + 60_000);
+    let block = flush(&mut s);
+    // Five polls arrived; the one too soon was not idle, and its address
+    // was already counted.
+    assert_eq!(field(&block, "snowflake-ips-total"), "2");
+    let lifetime = &s.metrics().lifetime;
+    let idle = |nat| lifetime.proxy_poll.get(&[nat, "idle", "webext"]);
+    assert_eq!(
+        (idle("restricted"), idle("unrestricted")),
+        (Some(3), Some(1))
+    );
+    assert_eq!(
+        lifetime
+            .proxy_poll_without_relay_url
+            .get(&["restricted", "webext"]),
+        Some(4)
+    );
+    let prom = s.metrics().prometheus();
+    assert!(
+        prom.contains(
+            "snowflake_proxy_polled_too_soon_total{nat=\"restricted\",type=\"webext\"} 1\n"
+        ),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("snowflake_rounded_proxy_poll_without_relay_url_extension_total{nat=\"restricted\",type=\"webext\"} 8"),
+        "{prom}"
+    );
 }

@@ -30,10 +30,10 @@ const PERIOD: u64 = 86_400;
 
 #[derive(Debug, Clone)]
 enum Event {
+    /// A poll under Sid `sid`, from that Sid's address ([`address`]).
     Poll {
         sid: u8,
         nat: u8,
-        ip: u8,
         kind: u8,
     },
     /// A client; `answered` says whether its proxy will answer.
@@ -42,8 +42,11 @@ enum Event {
         answered: bool,
         cc: u8,
     },
-    /// The oldest matched proxy that means to answer does so.
-    Answer,
+    /// The oldest matched proxy that means to answer does so; `moved`: from
+    /// an address other than its poll's (a phone between networks).
+    Answer {
+        moved: bool,
+    },
     Advance(u64),
 }
 
@@ -53,14 +56,20 @@ fn nat(n: u8) -> Nat {
 
 fn events() -> impl Strategy<Value = Vec<Event>> {
     let event = prop_oneof![
-        4 => (0u8..24, 0u8..6, 0u8..12, 0u8..4)
-            .prop_map(|(sid, nat, ip, kind)| Event::Poll { sid, nat, ip, kind }),
+        4 => (0u8..24, 0u8..6, 0u8..4)
+            .prop_map(|(sid, nat, kind)| Event::Poll { sid, nat, kind }),
         4 => (0u8..6, any::<bool>(), 0u8..3)
             .prop_map(|(nat, answered, cc)| Event::Offer { nat, answered, cc }),
-        2 => Just(Event::Answer),
+        2 => prop::bool::weighted(0.2).prop_map(|moved| Event::Answer { moved }),
         2 => (0u64..4_000).prop_map(Event::Advance),
     ];
     proptest::collection::vec(event, 1..160)
+}
+
+/// A proxy's address: each belongs to one, and most addresses poll under
+/// two Sids (so one address is several proxies, as behind a home router).
+fn address(sid: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, sid % 12))
 }
 
 fn settings() -> Settings {
@@ -71,6 +80,7 @@ fn settings() -> Settings {
         // Per shard; high enough that no shard count reaches them.
         max_parked_polls: 10_000,
         max_polls_per_address: 10_000,
+        poll_interval: snowflake_broker::matcher::interval::PollInterval::OFF,
     }
 }
 
@@ -80,11 +90,11 @@ fn play(events: &[Event], shards: u32, isolates: u32) -> String {
     let mut d = Deployment::new(shards, isolates, settings(), PERIOD, START, [5; 16]);
     let mut now = START * 1000 + 1;
     // What each parked request is, and what it has been told.
-    let mut poll_sid: HashMap<Handle, String> = HashMap::new();
+    let mut poll_sid: HashMap<Handle, (String, IpAddr)> = HashMap::new();
     let mut client_id: HashMap<Handle, (u64, bool)> = HashMap::new();
     let mut replied: HashSet<Handle> = HashSet::new();
-    // Matched proxies that will answer: (sid, offer id), oldest first.
-    let mut to_answer: Vec<(String, u64)> = Vec::new();
+    // Matched proxies that will answer: (sid, address, offer id), oldest first.
+    let mut to_answer: Vec<(String, IpAddr, u64)> = Vec::new();
     let mut wants: HashMap<u64, bool> = HashMap::new();
     let mut next_id = 0u64;
     let mut isolate = 0u32;
@@ -95,24 +105,19 @@ fn play(events: &[Event], shards: u32, isolates: u32) -> String {
         now += 1;
         d.advance(now);
         match *event {
-            Event::Poll {
-                sid,
-                nat: n,
-                ip,
-                kind,
-            } => {
+            Event::Poll { sid, nat: n, kind } => {
+                let ip = address(sid);
                 let sid = format!("sid-{sid}");
                 // A proxy that polls again has given up its earlier offer.
-                to_answer.retain(|(s, _)| *s != sid);
+                to_answer.retain(|(s, _, _)| *s != sid);
                 let poll = Poll {
                     sid: sid.clone(),
                     nat: nat(n),
                     proxy_type: ProxyType::KNOWN[kind as usize % ProxyType::KNOWN.len()],
                     clients: 0,
                 };
-                let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip));
                 if let Begun::Parked(h) = d.poll(now, isolate, poll, Some(ip), Some("CA".into())) {
-                    poll_sid.insert(h, sid);
+                    poll_sid.insert(h, (sid, ip));
                 }
             }
             Event::Offer {
@@ -138,10 +143,15 @@ fn play(events: &[Event], shards: u32, isolates: u32) -> String {
                     Begun::Now(other) => panic!("offer {id} ended at once with {other:?}"),
                 }
             }
-            Event::Answer => {
+            Event::Answer { moved } => {
                 if !to_answer.is_empty() {
-                    let (sid, id) = to_answer.remove(0);
-                    let reply = d.answer(now, isolate, &sid, format!("answer-{id}"));
+                    let (sid, ip, id) = to_answer.remove(0);
+                    let from = if moved {
+                        IpAddr::V4(Ipv4Addr::new(10, 0, 1, id as u8))
+                    } else {
+                        ip
+                    };
+                    let reply = d.answer(now, isolate, Some(from), &sid, format!("answer-{id}"));
                     // Delivered unless the client has timed out meanwhile.
                     let _ = reply == AnswerReply::Delivered;
                 }
@@ -164,7 +174,8 @@ fn play(events: &[Event], shards: u32, isolates: u32) -> String {
                         "a poll nobody parked got an offer"
                     );
                     if wants[&id] {
-                        to_answer.push((poll_sid[&h].clone(), id));
+                        let (sid, ip) = poll_sid[&h].clone();
+                        to_answer.push((sid, ip, id));
                     }
                 }
                 Delivered::Poll(..) => {}
@@ -210,7 +221,7 @@ proptest! {
 #[test]
 fn a_lone_proxy_is_found_on_any_shard() {
     for shards in [1, 4, 16] {
-        for i in 0..40 {
+        for i in 0..40u8 {
             let mut d = Deployment::new(shards, 1, settings(), PERIOD, START, [5; 16]);
             let now = START * 1000 + 1;
             // The isolate has heard from every shard: all empty.
@@ -229,7 +240,11 @@ fn a_lone_proxy_is_found_on_any_shard() {
                 proxy_type: ProxyType::Standalone,
                 clients: 0,
             };
-            assert!(matches!(d.poll(now, 0, poll, None, None), Begun::Parked(_)));
+            let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, i));
+            assert!(matches!(
+                d.poll(now, 0, poll, Some(ip), None),
+                Begun::Parked(_)
+            ));
             let offer = Offer {
                 offer: "o".into(),
                 nat: Nat::Restricted,
@@ -281,4 +296,96 @@ fn a_denial_under_exhaustion_costs_one_request() {
     }
     assert_eq!(d.denials - before.1, 1_000);
     assert_eq!(d.offer_requests - before.0, 1_000, "one request per denial");
+}
+
+/// A proxy that polls and is matched, on 16 shards; returns the deployment
+/// and the matched Sid.
+fn matched_proxy(ip: IpAddr) -> (Deployment, u64) {
+    let mut d = Deployment::new(16, 1, settings(), PERIOD, START, [5; 16]);
+    let now = START * 1000 + 1;
+    let poll = Poll {
+        sid: "moving".into(),
+        nat: Nat::Unrestricted,
+        proxy_type: ProxyType::Iptproxy,
+        clients: 0,
+    };
+    assert!(matches!(
+        d.poll(now, 0, poll, Some(ip), None),
+        Begun::Parked(_)
+    ));
+    let offer = Offer {
+        offer: "o".into(),
+        nat: Nat::Unknown,
+        relay_url: "wss://r/".into(),
+        started_at: now,
+    };
+    assert!(matches!(
+        d.offer(now, 0, offer, Rendezvous::Http, None),
+        Begun::Parked(_)
+    ));
+    (d, now)
+}
+
+#[test]
+fn an_answer_from_the_polling_address_costs_one_request_and_from_another_still_arrives() {
+    let home = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+    let (mut d, now) = matched_proxy(home);
+    let reply = d.answer(now + 5, 0, Some(home), "moving", "a".into());
+    assert_eq!((reply, d.answer_requests), (AnswerReply::Delivered, 1));
+
+    // The proxy's address changed between its poll and its answer.
+    let (mut d, now) = matched_proxy(home);
+    let away = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 99));
+    let reply = d.answer(now + 5, 0, Some(away), "moving", "a".into());
+    assert_eq!(reply, AnswerReply::Delivered);
+    assert!(d.answer_requests <= 16, "{}", d.answer_requests);
+    let delivered = d.delivered();
+    assert!(delivered
+        .iter()
+        .any(|x| matches!(x, Delivered::Offer(_, OfferReply::Answer(a)) if a == "a")));
+}
+
+#[test]
+fn an_answer_no_shard_knows_asks_each_once_and_is_counted_once() {
+    let mut d = Deployment::new(16, 1, settings(), PERIOD, START, [5; 16]);
+    let now = START * 1000 + 1;
+    let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 8));
+    let reply = d.answer(now, 0, Some(ip), "nobody", "a".into());
+    assert_eq!((reply, d.answer_requests), (AnswerReply::ClientGone, 16));
+    let gone: u64 = d
+        .shards()
+        .iter()
+        .filter_map(|s| s.metrics().lifetime.proxy_answer.get(&["timeout", ""]))
+        .sum();
+    assert_eq!(gone, 1);
+}
+
+#[test]
+fn the_poll_interval_holds_across_shards() {
+    let mut settings = settings();
+    settings.poll_interval = snowflake_broker::matcher::interval::PollInterval([2_000; 3]);
+    let mut d = Deployment::new(16, 4, settings, PERIOD, START, [5; 16]);
+    let now = START * 1000 + 1;
+    let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+    let poll = |sid: &str| Poll {
+        sid: sid.into(),
+        nat: Nat::Restricted,
+        proxy_type: ProxyType::Webext,
+        clients: 0,
+    };
+    assert!(matches!(
+        d.poll(now, 0, poll("a"), Some(ip), None),
+        Begun::Parked(_)
+    ));
+    // Under 20 other Sids, through other isolates: too soon every time.
+    for i in 0..20u64 {
+        let sid = format!("other-{i}");
+        let got = d.poll(now + 100 + i, (i % 4) as u32, poll(&sid), Some(ip), None);
+        assert_eq!(got, Begun::Now(PollReply::TooSoon(1_900 - i)));
+    }
+    d.advance(now + 2_000);
+    assert!(matches!(
+        d.poll(now + 2_000, 1, poll("b"), Some(ip), None),
+        Begun::Parked(_)
+    ));
 }

@@ -8,8 +8,9 @@
 //! ([`CallError`]).
 
 use super::routing::Pools;
-use super::{Assignment, Census, Offer, Poll};
+use super::{Assignment, Census, Millis, Offer, Poll};
 pub use crate::metrics::prometheus::ShardRequests;
+use crate::metrics::recorder::RefusedPolls;
 use crate::metrics::{AvailableProxies, IpKey, PeriodStats, PromCounters, Rendezvous};
 use crate::protocol::nat::Nat;
 use crate::protocol::proxy::ProxyType;
@@ -51,6 +52,16 @@ pub enum ProxyAddress {
 pub struct PollRequest {
     pub poll: Poll,
     pub seen: ProxySeen,
+    /// When the poll reached the Worker. The poll interval is counted in
+    /// these times, so the `NextPoll` the Worker computes from its own
+    /// clock is exactly when the address may poll again, whatever the hop
+    /// took. None from a Worker older than the interval: the shard's clock.
+    #[serde(default)]
+    pub at: Option<Millis>,
+    /// Polls the Worker isolate refused itself since its last poll here,
+    /// for this shard to count (src/refusals.rs).
+    #[serde(default)]
+    pub refused_meanwhile: Vec<RefusedPolls>,
 }
 
 /// How a proxy poll ended.
@@ -65,6 +76,10 @@ pub enum PollReply {
     /// sessions. Told the same as `Refused`; the Worker also remembers the
     /// address for a moment, so a flood's re-polls cost no matcher request.
     AddressFull,
+    /// Not parked: the address's last accepted poll for this pool was less
+    /// than `PROXY_POLL_INTERVAL_MS` ago; it may poll again in this many
+    /// milliseconds.
+    TooSoon(Millis),
 }
 
 impl Call for PollRequest {
@@ -135,6 +150,20 @@ impl Call for OfferRequest {
 pub struct AnswerRequest {
     pub sid: String,
     pub answer: String,
+    /// The last shard the Worker asks: it answers `client gone` (and counts
+    /// it) for a Sid it does not know; an earlier one answers
+    /// [`AnswerOutcome::Elsewhere`], uncounted. None from an older Worker:
+    /// the last.
+    #[serde(default = "is_last")]
+    pub last: bool,
+}
+
+/// What a shard did with an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnswerOutcome {
+    Ended(AnswerReply),
+    /// This shard does not know the Sid (only when it was not the last).
+    Elsewhere,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,7 +174,7 @@ pub enum AnswerReply {
 
 impl Call for AnswerRequest {
     const PATH: &'static str = "/answer";
-    type Reply = AnswerReply;
+    type Reply = AnswerOutcome;
 }
 
 /// The sessions the matcher knows, for `/debug`.
@@ -328,6 +357,15 @@ mod tests {
                 country: Some("CA".into()),
                 address: "129.97.208.23".parse().ok().map(ProxyAddress::Ip),
             },
+            at: Some(1_700_000_000_000),
+            refused_meanwhile: vec![RefusedPolls {
+                refusal: crate::metrics::recorder::Refusal::TooSoon,
+                nat: Nat::Strict,
+                proxy_type: ProxyType::Iptproxy,
+                with_relay_pattern: true,
+                country: Some("IR".into()),
+                count: 12,
+            }],
         });
         round_trip(OfferRequest {
             offer: Offer {
@@ -348,6 +386,7 @@ mod tests {
         round_trip(AnswerRequest {
             sid: "s".into(),
             answer: "a".into(),
+            last: false,
         });
         round_trip(CensusRequest);
         round_trip(LiveMetricsRequest);
@@ -372,6 +411,12 @@ mod tests {
         value.as_object_mut().unwrap().remove("last");
         let old: OfferRequest = decode_call(value.to_string().as_bytes()).unwrap();
         assert!(old.last);
+        // So is an answer, and a poll from such a Worker has no time.
+        let old: AnswerRequest = decode_call(br#"{"sid":"s","answer":"a"}"#).unwrap();
+        assert!(old.last);
+        let poll = r#"{"poll":{"sid":"s","nat":"Open","proxy_type":"Webext","clients":0},"seen":{"with_relay_pattern":true,"country":null,"address":null}}"#;
+        let old: PollRequest = decode_call(poll.as_bytes()).unwrap();
+        assert_eq!(old.at, None);
     }
 
     #[test]

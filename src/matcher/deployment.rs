@@ -6,7 +6,8 @@
 //! (src/worker/mod.rs).
 
 use super::api::{
-    AnswerReply, AnswerRequest, OfferRequest, PollReply, PollRequest, ProxyAddress, ProxySeen,
+    AnswerOutcome, AnswerReply, AnswerRequest, OfferRequest, PollReply, PollRequest, ProxyAddress,
+    ProxySeen,
 };
 use super::routing::{self, Board};
 use super::shard::{OfferStep, Shard, Started, Step};
@@ -52,6 +53,8 @@ pub struct Deployment {
     /// parked on some shard.
     pub denials: u64,
     pub wrong_denials: u64,
+    /// Shard requests the answers cost.
+    pub answer_requests: u64,
     rotate: u32,
 }
 
@@ -79,6 +82,7 @@ impl Deployment {
             offer_requests: 0,
             denials: 0,
             wrong_denials: 0,
+            answer_requests: 0,
             rotate: 0,
         }
     }
@@ -139,7 +143,7 @@ impl Deployment {
             }
             (ip, _) => ip.map(ProxyAddress::Ip),
         };
-        let shard = routing::shard_for_sid(&poll.sid, shards);
+        let shard = routing::poll_shard(ip, &poll.sid, shards);
         let timeout = self
             .shards
             .first()
@@ -156,6 +160,8 @@ impl Deployment {
                 country,
                 address,
             },
+            at: Some(now),
+            refused_meanwhile: Vec::new(),
         };
         let Some(s) = self.shards.get_mut(shard as usize) else {
             return Begun::Now(PollReply::Refused);
@@ -220,20 +226,35 @@ impl Deployment {
         Begun::Now(OfferReply::Denied)
     }
 
-    /// A proxy's answer, routed by its Sid.
-    pub fn answer(&mut self, now: Millis, isolate: u32, sid: &str, answer: String) -> AnswerReply {
-        let shard = routing::shard_for_sid(sid, self.shard_count());
-        self.count_request(shard);
-        let Some(s) = self.shards.get_mut(shard as usize) else {
-            return AnswerReply::ClientGone;
-        };
-        let (reply, wakes) = s.answer(AnswerRequest {
-            sid: sid.to_string(),
-            answer,
-        });
-        self.deliver(shard, wakes, now);
-        self.heard(isolate, shard, now);
-        reply
+    /// A proxy's answer from `ip`, routed as the Worker routes it: the
+    /// address's shard first, then the others until one knows the Sid.
+    pub fn answer(
+        &mut self,
+        now: Millis,
+        isolate: u32,
+        ip: Option<IpAddr>,
+        sid: &str,
+        answer: String,
+    ) -> AnswerReply {
+        let order = routing::answer_order(ip, sid, self.shard_count());
+        for (i, shard) in order.iter().copied().enumerate() {
+            self.count_request(shard);
+            self.answer_requests += 1;
+            let Some(s) = self.shards.get_mut(shard as usize) else {
+                continue;
+            };
+            let (outcome, wakes) = s.answer(AnswerRequest {
+                sid: sid.to_string(),
+                answer: answer.clone(),
+                last: i + 1 == order.len(),
+            });
+            self.deliver(shard, wakes, now);
+            self.heard(isolate, shard, now);
+            if let AnswerOutcome::Ended(reply) = outcome {
+                return reply;
+            }
+        }
+        AnswerReply::ClientGone
     }
 
     /// Time passes: every shard ends what is due.

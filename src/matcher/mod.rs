@@ -19,6 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 pub mod api;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod deployment;
+pub mod interval;
 pub mod merge;
 pub mod routing;
 pub mod shard;
@@ -41,6 +42,8 @@ pub struct Settings {
     pub max_parked_polls: usize,
     /// Sessions (parked or answering) one address may hold at once.
     pub max_polls_per_address: usize,
+    /// `PROXY_POLL_INTERVAL_MS`, kept by the shard ([`interval::PollGate`]).
+    pub poll_interval: interval::PollInterval,
 }
 
 /// A proxy poll that passed validation and the relay-pattern check.
@@ -384,6 +387,12 @@ impl Engine {
                 }),
             ),
         }
+    }
+
+    /// Whether this engine knows the Sid (polling or answering): an
+    /// `/answer` under a Sid it does not know may be for another shard.
+    pub fn knows_sid(&self, sid: &str) -> bool {
+        self.sessions.contains_key(sid)
     }
 
     /// Delivers a proxy's answer to exactly the client whose offer it got.

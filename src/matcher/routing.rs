@@ -1,9 +1,16 @@
 //! Which matcher shard a request goes to (docs/design.md §4).
 //!
-//! - A proxy poll and its `/answer` go to the shard of their Sid: a keyed
+//! - A proxy poll goes to the shard of its address (IPv6: its /64): a keyed
 //!   hash with a fixed key, then jump consistent hashing, so every isolate
 //!   and every deploy agrees, and changing `MATCHER_SHARDS` from S to S+1
-//!   moves only 1/(S+1) of the Sids.
+//!   moves only 1/(S+1) of the addresses. One shard then sees every poll
+//!   of an address, so `PROXY_POLL_INTERVAL_MS` and `MAX_POLLS_PER_ADDRESS`
+//!   hold exactly at any shard count, without an extra request. A poll
+//!   without an address (none in production) goes by its Sid instead.
+//! - Its `/answer` carries only the Sid, so it goes first to the shard of
+//!   the answering address, which is the poll's unless the proxy's address
+//!   changed in between; a shard that does not know the Sid passes, and the
+//!   others are asked in turn ([`answer_order`]).
 //! - A client's offer tries shards in an order the Worker draws from its
 //!   [`Board`]: what each shard last said of its pools (every reply carries
 //!   that summary, so it costs no extra request). Shards believed to hold a
@@ -17,9 +24,10 @@
 //! rotation), so native tests and the simulation drive exactly this code.
 
 use super::Millis;
-use crate::metrics::IpHasher;
+use crate::metrics::{counted_prefix, IpHasher};
 use crate::protocol::nat::{Nat, Pool};
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 /// The most shards a deployment may have (the `MATCHER_SHARDS` bound).
 pub const MAX_SHARDS: u32 = 256;
@@ -36,9 +44,9 @@ pub const FRESH_MS: Millis = 500;
 /// bounds a denial's cost when many isolates each see little of the load.
 pub const PROBES: usize = 1;
 
-/// A fixed key: the Sid's shard must be the same in every isolate and
-/// after every deploy. Proxies choose their Sids, so a proxy can aim at a
-/// shard whatever the key; what one shard holds is bounded by
+/// A fixed key: an address's (or Sid's) shard must be the same in every
+/// isolate and after every deploy. A proxy can find which shard its
+/// address goes to whatever the key; what one shard holds is bounded by
 /// `MAX_PARKED_POLLS` and `MAX_POLLS_PER_ADDRESS` instead.
 const SID_KEY: [u8; 16] = *b"snowflake-shards";
 
@@ -46,6 +54,36 @@ const SID_KEY: [u8; 16] = *b"snowflake-shards";
 pub fn shard_for_sid(sid: &str, shards: u32) -> u32 {
     let hash = IpHasher::new(SID_KEY).hash_bytes(sid.as_bytes());
     jump_hash(hash, shards.max(1))
+}
+
+/// The shard of a proxy's address: of the part that counts as one address
+/// ([`counted_prefix`]), so that every address of one IPv6 /64 shares it.
+/// The address is hashed here only to be routed, never kept.
+pub fn shard_for_address(ip: IpAddr, shards: u32) -> u32 {
+    let prefix = match counted_prefix(ip) {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    let hash = IpHasher::new(SID_KEY).hash_bytes(&prefix);
+    jump_hash(hash, shards.max(1))
+}
+
+/// The shard a poll parks on: its address's, else its Sid's.
+pub fn poll_shard(ip: Option<IpAddr>, sid: &str, shards: u32) -> u32 {
+    match ip {
+        Some(ip) => shard_for_address(ip, shards),
+        None => shard_for_sid(sid, shards),
+    }
+}
+
+/// The shards an `/answer` asks, in turn: the one its poll most likely
+/// parked on (the answering address's), then every other in order. Only
+/// the last one asked counts a Sid that no shard knows.
+pub fn answer_order(ip: Option<IpAddr>, sid: &str, shards: u32) -> Vec<u32> {
+    let first = poll_shard(ip, sid, shards);
+    std::iter::once(first)
+        .chain((0..shards.max(1)).filter(|&s| s != first))
+        .collect()
 }
 
 /// Lamping and Veach's jump consistent hash: a bucket in `0..buckets`.
@@ -243,6 +281,39 @@ mod tests {
             .count();
         // Ideal: 1/17 of them.
         assert!(moved < 64_000 / 17 + 400, "{moved}");
+    }
+
+    #[test]
+    fn addresses_spread_evenly_and_one_ipv6_64_is_one_shard() {
+        let mut counts = [0u32; 16];
+        for i in 0..32_000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i * 7));
+            counts[shard_for_address(ip, 16) as usize] += 1;
+        }
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*min > 1_800 && *max < 2_200, "{min}..{max}");
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        for n in [2, 16, 256] {
+            assert_eq!(shard_for_address(a, n), shard_for_address(b, n));
+        }
+        // IPv4 written IPv4-mapped is the same address.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(shard_for_address(v4, 16), shard_for_address(mapped, 16));
+    }
+
+    #[test]
+    fn an_answer_asks_its_address_shard_first_then_every_other_once() {
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        let order = answer_order(Some(ip), "sid", 16);
+        assert_eq!(order.first(), Some(&shard_for_address(ip, 16)));
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..16).collect::<Vec<_>>());
+        assert_eq!(answer_order(None, "sid", 4)[0], shard_for_sid("sid", 4));
+        assert_eq!(answer_order(Some(ip), "sid", 1), vec![0]);
+        assert_eq!(poll_shard(Some(ip), "sid", 16), order[0]);
     }
 
     #[test]

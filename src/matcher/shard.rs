@@ -6,9 +6,10 @@
 //! does not depend on how many shards there are (docs/design.md §4).
 
 use super::api::{
-    AnswerReply, AnswerRequest, ClosedPeriod, Done, LiveMetrics, OfferReply, OfferRequest,
+    AnswerOutcome, AnswerRequest, ClosedPeriod, Done, LiveMetrics, OfferReply, OfferRequest,
     PeriodKey, PollReply, PollRequest, ProxyAddress, RejectedPoll,
 };
+use super::interval::PollGate;
 use super::routing::{PoolHead, Pools};
 use super::{Census, Engine, Millis, OfferStart, PollStart, Settings, Ticket, Wake};
 use crate::metrics::ip_key::parse_hex16;
@@ -114,6 +115,9 @@ pub struct Shard {
     period_seconds: u64,
     ip_secret: [u8; 16],
     hasher: IpHasher,
+    /// `PROXY_POLL_INTERVAL_MS`, in memory only: a reset forgets it, which
+    /// lets each address poll once early.
+    gate: PollGate,
 }
 
 impl Shard {
@@ -135,6 +139,7 @@ impl Shard {
             period_seconds,
             ip_secret,
             hasher: IpHasher::for_period(ip_secret, period_start),
+            gate: PollGate::new(settings.poll_interval),
         }
     }
 
@@ -184,7 +189,17 @@ impl Shard {
     /// its deadline. `wakes` are replies now due to other parked requests
     /// (an earlier poll under the same Sid).
     pub fn poll(&mut self, now: Millis, request: PollRequest) -> Step<PollReply> {
-        let PollRequest { poll, seen } = request;
+        let PollRequest {
+            poll,
+            seen,
+            at,
+            refused_meanwhile,
+        } = request;
+        for refused in &refused_meanwhile {
+            self.metrics.refused_by_worker(refused);
+        }
+        let at = at.unwrap_or(now);
+        let pool = poll.nat.proxy_pool();
         let (nat, kind) = (poll.nat, poll.proxy_type);
         self.metrics.proxy_poll(nat, kind, seen.with_relay_pattern);
         let owner = seen.address.map(|address| match address {
@@ -194,6 +209,10 @@ impl Shard {
         if let Some(key) = owner {
             self.metrics
                 .proxy_accepted(key, Country::new(seen.country.as_deref()), nat, kind);
+            if let Err(left) = self.gate.check(at, pool, key) {
+                self.metrics.proxy_too_soon(nat, kind);
+                return Step::now(PollReply::TooSoon(left));
+            }
         }
         match self.engine.poll(now, poll, owner) {
             PollStart::Parked {
@@ -201,6 +220,9 @@ impl Shard {
                 deadline,
                 replaced,
             } => {
+                if let Some(key) = owner {
+                    self.gate.accepted(at, pool, key);
+                }
                 self.labels.insert(ticket, Labels::Proxy { nat, kind });
                 self.metrics.proxy_parked(nat, kind);
                 let wakes: Vec<Wake> = replaced.into_iter().collect();
@@ -271,8 +293,13 @@ impl Shard {
         }
     }
 
-    /// A proxy's answer: delivered to its client (the wake) or `client gone`.
-    pub fn answer(&mut self, request: AnswerRequest) -> (AnswerReply, Vec<Wake>) {
+    /// A proxy's answer: delivered to its client (the wake) or `client
+    /// gone`; `Elsewhere` if this shard does not know the Sid and is not
+    /// the last the Worker asks.
+    pub fn answer(&mut self, request: AnswerRequest) -> (AnswerOutcome, Vec<Wake>) {
+        if !request.last && !self.engine.knows_sid(&request.sid) {
+            return (AnswerOutcome::Elsewhere, Vec::new());
+        }
         let (reply, wake) = self.engine.answer(&request.sid, request.answer);
         match &wake {
             Some(w) => {
@@ -285,7 +312,7 @@ impl Shard {
             }
             None => self.metrics.proxy_answer(AnswerStatus::Timeout, None),
         }
-        (reply, wake.into_iter().collect())
+        (AnswerOutcome::Ended(reply), wake.into_iter().collect())
     }
 
     /// Ends every parked request whose deadline is at or before `now`.
@@ -336,6 +363,8 @@ impl Shard {
                     PollReply::NoMatch | PollReply::Refused | PollReply::AddressFull => {
                         self.metrics.proxy_idle(nat, kind)
                     }
+                    // Decided before parking; never a parked poll's wake.
+                    PollReply::TooSoon(_) => self.metrics.proxy_too_soon(nat, kind),
                 }
             }
             (

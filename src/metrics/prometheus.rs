@@ -117,17 +117,25 @@ pub struct PromCounters {
     pub proxy_poll_rejected_relay_url: Series<u64>,
     /// `snowflake_rounded_proxy_answer_total{status,type}`.
     pub proxy_answer: Series<u64>,
+    /// This broker's own `snowflake_proxy_polled_too_soon_total{nat,type}`
+    /// (exact): polls answered `polled too soon`.
+    pub proxy_too_soon: Series<u64>,
 }
 
 impl PromCounters {
     /// A decoded proxy poll, with or without `AcceptedRelayPattern`.
     pub fn proxy_poll(&mut self, nat: Nat, kind: ProxyType, with_relay_pattern: bool) {
+        self.proxy_polls(nat, kind, with_relay_pattern, 1);
+    }
+
+    /// `n` such polls.
+    pub fn proxy_polls(&mut self, nat: Nat, kind: ProxyType, with_relay_pattern: bool, n: u64) {
         let series = if with_relay_pattern {
             &mut self.proxy_poll_with_relay_url
         } else {
             &mut self.proxy_poll_without_relay_url
         };
-        series.add(&[nat.as_str(), kind.as_str()], 1);
+        series.add(&[nat.as_str(), kind.as_str()], n);
     }
 
     /// A poll answered `incorrect relay pattern`.
@@ -139,16 +147,31 @@ impl PromCounters {
     /// A poll that passed the relay check (N increments this per poll,
     /// despite its HELP text).
     pub fn proxy_seen(&mut self, country: Country, nat: Nat, kind: ProxyType) {
+        self.proxies_seen(country, nat, kind, 1);
+    }
+
+    /// `n` such polls.
+    pub fn proxies_seen(&mut self, country: Country, nat: Nat, kind: ProxyType, n: u64) {
         self.proxy_total
-            .add(&[country.as_str(), nat.as_str(), kind.as_str()], 1);
+            .add(&[country.as_str(), nat.as_str(), kind.as_str()], n);
+    }
+
+    /// A poll answered `polled too soon`.
+    pub fn proxy_too_soon(&mut self, nat: Nat, kind: ProxyType, n: u64) {
+        self.proxy_too_soon.add(&[nat.as_str(), kind.as_str()], n);
     }
 
     /// A poll that ended `no match` (`idle`) or received an offer
     /// (`matched`).
     pub fn proxy_poll_done(&mut self, nat: Nat, kind: ProxyType, matched: bool) {
+        self.proxy_polls_done(nat, kind, matched, 1);
+    }
+
+    /// `n` such polls.
+    pub fn proxy_polls_done(&mut self, nat: Nat, kind: ProxyType, matched: bool, n: u64) {
         let status = if matched { "matched" } else { "idle" };
         self.proxy_poll
-            .add(&[nat.as_str(), status, kind.as_str()], 1);
+            .add(&[nat.as_str(), status, kind.as_str()], n);
     }
 
     /// An `/answer`; `kind` is `None` when the Sid is unknown, which N
@@ -189,6 +212,7 @@ impl PromCounters {
         self.proxy_poll_rejected_relay_url
             .merge(&other.proxy_poll_rejected_relay_url);
         self.proxy_answer.merge(&other.proxy_answer);
+        self.proxy_too_soon.merge(&other.proxy_too_soon);
     }
 }
 
@@ -302,6 +326,13 @@ pub fn render_deployment(
     ];
     let c = counters;
     let families = [
+        counter(
+            "snowflake_proxy_polled_too_soon_total",
+            "The number of snowflake proxy polls answered polled too soon (PROXY_POLL_INTERVAL_MS)",
+            &["nat", "type"],
+            &c.proxy_too_soon,
+            false,
+        ),
         counter(
             "snowflake_proxy_total",
             "The number of unique snowflake IPs",

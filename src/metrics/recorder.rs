@@ -10,6 +10,26 @@ use crate::protocol::nat::Nat;
 use crate::protocol::proxy::ProxyType;
 use serde::{Deserialize, Serialize};
 
+/// Why a Worker isolate refused polls itself (src/refusals.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Refusal {
+    TooSoon,
+    AddressFull,
+}
+
+/// Polls of one kind a Worker isolate refused itself since its last poll
+/// to the shard that refused them first; sent with that next poll, so the
+/// shard counts them as if it had refused them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RefusedPolls {
+    pub refusal: Refusal,
+    pub nat: Nat,
+    pub proxy_type: ProxyType,
+    pub with_relay_pattern: bool,
+    pub country: Option<String>,
+    pub count: u64,
+}
+
 /// Metrics of one matcher shard (or of the whole broker, once merged).
 ///
 /// Serialized as `{"period":{…},"lifetime":{…}}`; the gauge of parked polls
@@ -71,6 +91,39 @@ impl BrokerMetrics {
     pub fn proxy_idle(&mut self, nat: Nat, kind: ProxyType) {
         self.period.proxy_idle();
         self.lifetime.proxy_poll_done(nat, kind, false);
+    }
+
+    /// The poll was answered `polled too soon` (`PROXY_POLL_INTERVAL_MS`);
+    /// it was counted by `proxy_poll` and `proxy_accepted` before. Feeds
+    /// this broker's own `snowflake_proxy_polled_too_soon_total`.
+    pub fn proxy_too_soon(&mut self, nat: Nat, kind: ProxyType) {
+        self.lifetime.proxy_too_soon(nat, kind, 1);
+    }
+
+    /// `n` polls a Worker isolate refused itself, from its memory of this
+    /// shard's refusals (src/refusals.rs), counted as the shard counts the
+    /// refusals it makes: received, seen (the address was counted when it
+    /// was first refused), and `polled too soon` or idle.
+    pub fn refused_by_worker(&mut self, refused: &RefusedPolls) {
+        let RefusedPolls {
+            refusal,
+            nat,
+            proxy_type: kind,
+            with_relay_pattern,
+            ref country,
+            count: n,
+        } = *refused;
+        self.period.proxy_polls(with_relay_pattern, n);
+        self.lifetime.proxy_polls(nat, kind, with_relay_pattern, n);
+        self.lifetime
+            .proxies_seen(Country::new(country.as_deref()), nat, kind, n);
+        match refusal {
+            Refusal::TooSoon => self.lifetime.proxy_too_soon(nat, kind, n),
+            Refusal::AddressFull => {
+                self.period.proxy_idles(n);
+                self.lifetime.proxy_polls_done(nat, kind, false, n);
+            }
+        }
     }
 
     /// The poll was answered `client match` (whether or not an answer

@@ -157,12 +157,18 @@ fn bump(n: &mut u64) {
 impl PeriodStats {
     /// A proxy poll was decoded. Feeds the with/without relay URL lines.
     pub fn proxy_poll(&mut self, with_relay_pattern: bool) {
+        self.proxy_polls(with_relay_pattern, 1);
+    }
+
+    /// `n` such polls.
+    pub fn proxy_polls(&mut self, with_relay_pattern: bool, n: u64) {
         let c = &mut self.counters;
-        bump(if with_relay_pattern {
+        let count = if with_relay_pattern {
             &mut c.proxy_poll_with_relay_url
         } else {
             &mut c.proxy_poll_without_relay_url
-        });
+        };
+        *count = count.saturating_add(n);
     }
 
     /// A poll was answered `incorrect relay pattern`.
@@ -178,7 +184,13 @@ impl PeriodStats {
 
     /// A poll ended `no match`. Feeds `snowflake-idle-count`.
     pub fn proxy_idle(&mut self) {
-        bump(&mut self.counters.proxy_idle);
+        self.proxy_idles(1);
+    }
+
+    /// `n` polls ended `no match`.
+    pub fn proxy_idles(&mut self, n: u64) {
+        let c = &mut self.counters.proxy_idle;
+        *c = c.saturating_add(n);
     }
 
     /// A client request ended (counted once, with its final outcome). Feeds

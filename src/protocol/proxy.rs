@@ -187,6 +187,8 @@ impl ProxyAnswer {
 pub const STATUS_MATCH: &str = "client match";
 pub const STATUS_NO_MATCH: &str = "no match";
 pub const STATUS_BAD_RELAY_PATTERN: &str = "incorrect relay pattern";
+/// N's answer to a poll within the address's poll interval.
+pub const STATUS_TOO_SOON: &str = "polled too soon";
 
 /// N tells a proxy with a refused relay pattern to come back in an hour.
 pub const NEXT_POLL_AFTER_BAD_PATTERN_MS: u64 = 3_600_000;

@@ -23,10 +23,6 @@ pub fn info(line: &str) {
     worker::console_log!("{}", clean(line));
 }
 
-pub fn warn(line: &str) {
-    worker::console_warn!("{}", clean(line));
-}
-
 pub fn error(line: &str) {
     worker::console_error!("{}", clean(line));
 }

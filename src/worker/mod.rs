@@ -10,17 +10,17 @@ mod timer;
 
 use crate::config::{Config, ConfigError};
 use crate::handlers::{self, BodyPlan, ClientFormat, PollCheck, Reply};
+use crate::matcher::api::{AnswerOutcome, Answered, OfferOutcome, PeriodKeyRequest, ProxyAddress};
 use crate::matcher::api::{
     AnswerRequest, Call, CallError, CensusRequest, ClosedPeriodsRequest, LiveMetricsRequest,
     OfferReply, OfferRequest, PollRequest, ProxySeen, RejectedPoll,
 };
-use crate::matcher::api::{Answered, OfferOutcome, PeriodKeyRequest, ProxyAddress};
+use crate::matcher::merge;
 use crate::matcher::routing::{self, Board};
-use crate::matcher::{merge, PollReply};
 use crate::metrics::IpHasher;
 use crate::metrics::Rendezvous;
 use crate::protocol::READ_LIMIT;
-use crate::refusals::RecentRefusals;
+use crate::refusals::{PollSeen, RecentRefusals};
 use crate::routes::{self, Route};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -344,8 +344,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
         (Route::Proxy, Ok(config)) => match read_body(&mut req).await {
             Some(body) => {
                 let country = req.cf().and_then(|cf| cf.country());
-                let ip = header(&req, "CF-Connecting-IP").and_then(|ip| ip.trim().parse().ok());
-                proxy(&env, config, &body, (country, ip), &caller).await
+                proxy(&env, config, &body, (country, caller_ip(&req)), &caller).await
             }
             None => Reply::bad_request(),
         },
@@ -364,7 +363,7 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
             None => Reply::bad_request(),
         },
         (Route::Answer, Ok(config)) => match read_body(&mut req).await {
-            Some(body) => answer(&env, config, &body, &caller).await,
+            Some(body) => answer(&env, config, &body, caller_ip(&req), &caller).await,
             None => Reply::bad_request(),
         },
         (Route::AmpClient(suffix), Ok(config)) => amp(&env, config, suffix, started, &caller).await,
@@ -411,6 +410,12 @@ fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
 }
 
+/// The address of a proxy, which calls the Worker directly: Cloudflare's
+/// view of the caller.
+fn caller_ip(req: &Request) -> Option<IpAddr> {
+    header(req, "CF-Connecting-IP").and_then(|ip| ip.trim().parse().ok())
+}
+
 async fn proxy(
     env: &Env,
     config: &Config,
@@ -442,19 +447,33 @@ async fn proxy(
         }
         Err(reply) => return reply,
     };
-    // An address the matcher refused a moment ago is refused here again,
-    // without a matcher request (src/refusals.rs).
+    let at = now_ms();
+    let pool = poll.nat.proxy_pool();
+    // Every poll of one address goes to one shard, which keeps its poll
+    // interval and its count of sessions (src/matcher/routing.rs).
+    let shard = routing::poll_shard(ip, &poll.sid, config.matcher_shards);
+    // A refusal the matcher gave this address a moment ago is given here
+    // again without a matcher request, and tallied for the shard to count
+    // with the next poll sent to it (src/refusals.rs).
     if let Some(ip) = ip {
-        if REFUSALS.with(|r| r.borrow_mut().holds(ip, now_ms())) {
-            return handlers::proxy_poll_reply(config, &PollReply::AddressFull);
+        let seen = PollSeen {
+            ip,
+            pool,
+            nat: poll.nat,
+            proxy_type: poll.proxy_type,
+            with_relay_pattern,
+            country: country.as_deref(),
+            shard,
+        };
+        if let Some(reply) = REFUSALS.with(|r| r.borrow_mut().refuse(&seen, at)) {
+            return handlers::proxy_poll_reply(config, &reply, config.next_poll_ms);
         }
     }
     let address = match (ip, period_key(env, config, caller).await) {
         (Some(ip), Some(hasher)) => Some(ProxyAddress::Key(hasher.key(ip))),
         (ip, _) => ip.map(ProxyAddress::Ip),
     };
-    let shard = routing::shard_for_sid(&poll.sid, config.matcher_shards);
-    let deadline = now_ms().saturating_add(config.proxy_poll_timeout_ms);
+    let deadline = at.saturating_add(config.proxy_poll_timeout_ms);
     with_board(config.matcher_shards, |b| {
         b.note_poll(shard, poll.nat, poll.clients, deadline)
     });
@@ -465,22 +484,25 @@ async fn proxy(
             country,
             address,
         },
+        at: Some(at),
+        refused_meanwhile: REFUSALS.with(|r| r.borrow_mut().take(shard)),
     };
     let wait = config.proxy_poll_timeout_ms.saturating_add(MARGIN_MS);
     match ask(env, Some(config), shard, &request, caller, wait).await {
         Ok(reply) => {
-            if let (PollReply::AddressFull, Some(ip)) = (&reply, ip) {
-                REFUSALS.with(|r| r.borrow_mut().note(ip, now_ms()));
+            let now = now_ms();
+            if let Some(ip) = ip {
+                REFUSALS.with(|r| r.borrow_mut().note(ip, pool, &reply, now));
             }
-            handlers::proxy_poll_reply(config, &reply)
+            let next_poll = handlers::accepted_next_poll_ms(config, pool, now.saturating_sub(at));
+            handlers::proxy_poll_reply(config, &reply, next_poll)
         }
         Err(_) => handlers::proxy_poll_failed(config),
     }
 }
 
 thread_local! {
-    /// This isolate's memory of addresses the matcher refused for holding
-    /// their maximum of sessions.
+    /// This isolate's memory of polls the matcher refused at once.
     static REFUSALS: std::cell::RefCell<RecentRefusals> = std::cell::RefCell::default();
 }
 
@@ -530,21 +552,34 @@ async fn amp(env: &Env, config: &Config, suffix: &str, started: u64, caller: &Ca
     }
 }
 
-async fn answer(env: &Env, config: &Config, body: &[u8], caller: &Caller) -> Reply {
+async fn answer(
+    env: &Env,
+    config: &Config,
+    body: &[u8],
+    ip: Option<IpAddr>,
+    caller: &Caller,
+) -> Reply {
     let answer = match handlers::answer(body) {
         Ok(a) => a,
         Err(reply) => return reply,
     };
-    let request = AnswerRequest {
+    // The answer goes first to the shard its poll most likely parked on;
+    // a shard that does not know the Sid passes it on (src/matcher/routing.rs).
+    let order = routing::answer_order(ip, &answer.sid, config.matcher_shards);
+    let mut request = AnswerRequest {
         sid: answer.sid,
         answer: answer.answer,
+        last: false,
     };
-    // The shard that gave this Sid's poll its offer holds the client.
-    let shard = routing::shard_for_sid(&request.sid, config.matcher_shards);
-    match ask(env, Some(config), shard, &request, caller, QUICK_CALL_MS).await {
-        Ok(result) => handlers::answer_reply(result),
-        Err(_) => handlers::answer_failed(),
+    for (i, shard) in order.iter().enumerate() {
+        request.last = i + 1 == order.len();
+        match ask(env, Some(config), *shard, &request, caller, QUICK_CALL_MS).await {
+            Ok(AnswerOutcome::Ended(reply)) => return handlers::answer_reply(reply),
+            Ok(AnswerOutcome::Elsewhere) => continue,
+            Err(_) => return handlers::answer_failed(),
+        }
     }
+    handlers::answer_failed()
 }
 
 async fn debug(
@@ -554,7 +589,7 @@ async fn debug(
 ) -> Reply {
     let mut problems: Vec<String> = match config {
         Err(e) => vec![format!("configuration error: {e}")],
-        Ok(c) => c.warnings.iter().map(|w| format!("warning: {w}")).collect(),
+        Ok(c) => crate::debug::settings_notes(c),
     };
     let census = match ask_all(env, config.as_ref().ok(), &CensusRequest, caller).await {
         Ok(c) => c,

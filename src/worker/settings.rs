@@ -42,12 +42,7 @@ pub fn load(env: &Env) -> Loaded {
         Err(e) => super::log::error(&format!(
             "snowflake-broker: {e}; matching requests get 500 until it is fixed"
         )),
-        Ok(c) => {
-            super::log::set_unsafe(c.unsafe_logging);
-            for w in &c.warnings {
-                super::log::warn(&format!("snowflake-broker: {w}"));
-            }
-        }
+        Ok(c) => super::log::set_unsafe(c.unsafe_logging),
     }
     CACHE.with(|c| *c.borrow_mut() = Some(loaded.clone()));
     loaded

@@ -483,12 +483,14 @@ export function slowBody(head, ms, tail) {
  */
 export async function assertRendezvous(b, tag, { proxyNat = "unrestricted", clientNat = "unrestricted" } = {}) {
   const sid = newSid(tag);
-  const poll = b.proxy({ sid, nat: proxyNat });
+  // The proxy answers from the address it polled from, as real ones do.
+  const from = { headers: { "CF-Connecting-IP": proxyAddress() } };
+  const poll = b.proxy({ sid, nat: proxyNat }, from);
   await b.waitSessions(1);
   const offer = offerJson(tag);
   const client = b.client(offer, { nat: clientNat });
   assertText(await poll, 200, clientMatch(offer, clientNat), { cors: true });
-  assertText(await b.answer(sid, answerJson(tag)), 200, SUCCESS);
+  assertText(await b.answer(sid, answerJson(tag), "1.3", from), 200, SUCCESS);
   assertText(await client, 200, clientAnswer(answerJson(tag)));
 }
 

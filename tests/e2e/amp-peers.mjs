@@ -13,7 +13,7 @@
 // namespace has no route anywhere.
 
 import path from "node:path";
-import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerInto, waitForProxyCount } from "./lib.mjs";
+import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, waitForProxyCount } from "./lib.mjs";
 
 const PUBLISHER = "snowflake-broker.torproject.net";
 const CACHE = "cdn.ampproject.org";
@@ -91,7 +91,7 @@ export async function ampPeersTest(runner, broker, { relayPattern, requireRelay 
   const refusedLine = firstResponse && (await client.waitForLine(RE.refused, 5000).then((m) => m[0], () => null));
 
   const proxy = runner.spawn("amp-proxy", "snowflake-proxy", [
-    "-broker", brokerInNs,
+    "-broker", await forwardBrokerForPeer(runner, netns, broker, "amp-proxy"),
     "-stun", `stun:${NS.stun}`,
     "-relay", `ws://${NS.relay}/`,
     "-allowed-relay-hostname-pattern", relayPattern,

@@ -5,8 +5,9 @@
 //   root namespace:    unix:/tmp/.../broker.sock  ->  127.0.0.1:<broker port>
 //   peers' namespace:  127.0.0.1:8787             ->  unix:/tmp/.../broker.sock
 //
-// Usage: node forward.mjs --listen <addr> --connect <addr>
-//   where <addr> is unix:/path or host:port with a loopback host.
+// Usage: node forward.mjs --listen <addr> --connect <addr> [--local-address 127.0.0.N]
+//   where <addr> is unix:/path or host:port with a loopback host; --local-address is the
+//   loopback address the connections to --connect come from (what the broker sees as the peer).
 // It prints {"event":"ready",...} once listening.
 
 import net from "node:net";
@@ -22,9 +23,13 @@ function parseAddr(s) {
   return { host, port: Number(m[2]) };
 }
 
-export async function startForwarder(listen, connect) {
+export async function startForwarder(listen, connect, localAddress) {
   const from = parseAddr(listen);
   const to = parseAddr(connect);
+  if (localAddress) {
+    if (to.path || !/^127\.\d+\.\d+\.\d+$/.test(localAddress)) throw new Error(`forward: bad --local-address ${localAddress}`);
+    to.localAddress = localAddress;
+  }
   if (from.path) {
     try {
       fs.unlinkSync(from.path);
@@ -64,9 +69,9 @@ export async function startForwarder(listen, connect) {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({
-    options: { listen: { type: "string" }, connect: { type: "string" } },
+    options: { listen: { type: "string" }, connect: { type: "string" }, "local-address": { type: "string" } },
   });
-  const f = await startForwarder(values.listen, values.connect);
+  const f = await startForwarder(values.listen, values.connect, values["local-address"]);
   console.log(JSON.stringify({ event: "ready", listen: f.address, connect: values.connect }));
   const stop = () => {
     f.close();

@@ -206,7 +206,8 @@ export async function createNetns(runner, name, { veth = false } = {}) {
 // The broker: BROKER_URL if given (it must be on loopback), otherwise the built Worker under
 // Miniflare (broker.mjs) with the given settings. Also starts the root-namespace end of the
 // forwarder: a Unix socket that the namespaces' forwarders connect to.
-export async function startBroker(runner, settings) {
+// `name` tells the brokers of one run apart (process and log names, socket path).
+export async function startBroker(runner, settings, name = "broker") {
   let url = process.env.BROKER_URL;
   if (url) {
     const u = new URL(url);
@@ -218,7 +219,7 @@ export async function startBroker(runner, settings) {
   } else {
     const env = {};
     for (const [k, v] of Object.entries(settings)) env[k] = v;
-    const proc = runner.spawn("broker", "node", [path.join(E2E_DIR, "broker.mjs"), "--port", "0"], { env });
+    const proc = runner.spawn(name, "node", [path.join(E2E_DIR, "broker.mjs"), "--port", "0"], { env });
     url = (await proc.waitForEvent("ready", 60000)).url;
   }
   try {
@@ -227,8 +228,8 @@ export async function startBroker(runner, settings) {
     throw new Error(`the broker at ${url} does not answer: ${e.cause?.message ?? e.message}`);
   }
   const u = new URL(url);
-  const sock = path.join(runner.runDir, "broker.sock");
-  const fwd = runner.spawn("forward-root", "node", [
+  const sock = path.join(runner.runDir, `${name}.sock`);
+  const fwd = runner.spawn(`forward-root-${name}`, "node", [
     path.join(E2E_DIR, "forward.mjs"),
     "--listen",
     `unix:${sock}`,
@@ -236,7 +237,28 @@ export async function startBroker(runner, settings) {
     `${u.hostname === "localhost" ? "127.0.0.1" : u.hostname}:${u.port || 80}`,
   ]);
   await fwd.waitForEvent("ready", 10000);
-  return { url, sock };
+  return { url, sock, target: `${u.hostname === "localhost" ? "127.0.0.1" : u.hostname}:${u.port || 80}` };
+}
+
+// Loopback addresses given to peers by forwardBrokerForPeer (127.0.0.1 and .2 are taken).
+let nextPeerAddress = 40;
+
+// Starts, inside a namespace, a path to the broker for one peer that the broker sees coming from
+// an address of its own (127.0.0.N), as every proxy on the Internet has: PROXY_POLL_INTERVAL_MS
+// and MAX_POLLS_PER_ADDRESS count by address, so proxies sharing one would hold each other back.
+// Returns the broker URL for that peer.
+export async function forwardBrokerForPeer(runner, netns, broker, name) {
+  const host = `127.0.0.${nextPeerAddress++}`;
+  const sock = path.join(runner.runDir, `broker-${name}.sock`);
+  const root = runner.spawn(`forward-root-${name}`, "node", [
+    path.join(E2E_DIR, "forward.mjs"), "--listen", `unix:${sock}`, "--connect", broker.target, "--local-address", host,
+  ]);
+  await root.waitForEvent("ready", 10000);
+  const inside = runner.spawn(`forward-${netns.name}-${name}`, "node", [
+    path.join(E2E_DIR, "forward.mjs"), "--listen", `${host}:${NS.broker.split(":")[1]}`, "--connect", `unix:${sock}`,
+  ], { netns });
+  await inside.waitForEvent("ready", 10000);
+  return `http://${host}:${NS.broker.split(":")[1]}/`;
 }
 
 // Starts, inside a namespace, the forwarder that makes the broker reachable at NS.broker.

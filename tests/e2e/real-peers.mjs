@@ -1,17 +1,19 @@
-// Test 1: real Go peers. Debian's unmodified snowflake-proxy and snowflake-client (2.5.1)
-// rendezvous through the broker; each client must get its answer, open a WebRTC data channel
-// to a real proxy, and that proxy must then reach the relay (relay.mjs) named by the bridge
-// list. Everything runs in a private network namespace that has only `lo`; the broker is
-// reached through a forwarder.
+// Test 1: real Go peers. Debian's unmodified snowflake-proxy and snowflake-client (bookworm's
+// 2.5.1, or sid's 2.10.1 from build/snowflake-sid) rendezvous through the broker; each client
+// must get its answer, open a WebRTC data channel to a real proxy, and that proxy must then
+// reach the relay (relay.mjs) named by the bridge list. Everything runs in a private network
+// namespace that has only `lo`; the broker is reached through forwarders, one per proxy, so
+// that each proxy has an address of its own, as on the Internet.
 
 import path from "node:path";
-import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerInto, sleep, waitForProxyCount } from "./lib.mjs";
+import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, sleep, waitForProxyCount } from "./lib.mjs";
 
+// 2.5.1's log lines, and 2.10.1's where they differ.
 const RE = {
   proxyNat: /NAT type: (\w+)/,
-  offer: /sdp offer successfully received\./,
-  connected: /Connection successful\./,
-  relay: /connected to relay: (\S+)/,
+  offer: /sdp offer successfully received\.|Received Offer From Broker:/,
+  connected: /Connection successful/,
+  relay: /[Cc]onnected to relay: (\S+)/,
   clientNat: /NAT Type: (\w+)/,
   answer: /Received Answer\./,
   open: /WebRTC: DataChannel\.OnOpen/,
@@ -25,15 +27,21 @@ function seen(proc, re, deadline) {
   );
 }
 
-export async function realPeersTest(runner, broker, { proxies: nProxies = 3, clients: nClients = 3, relayPattern, requireRelay = true, timeoutMs = 60000 }) {
-  const checks = new Checks("real peers");
-  const netns = await createNetns(runner, "peers");
+// `peers`: { version, proxy, client }, the version's label and its two binaries.
+export async function realPeersTest(runner, broker, { peers, proxies: nProxies = 3, clients: nClients = 3, relayPattern, requireRelay = true, timeoutMs = 60000 }) {
+  const checks = new Checks(`real peers ${peers.version}`);
+  // A poll left at the broker by a proxy of an earlier test could be matched with a client of
+  // this one and never answer (locally a closed poll stays until its deadline): let such polls
+  // expire first (this only paces the test).
+  await waitForProxyCount(broker.url, (k) => k === 0, 15000);
+  const tag = peers.version.replace(/\W/g, "");
+  const netns = await createNetns(runner, `peers${tag}`);
   const brokerInNs = await forwardBrokerInto(runner, netns, broker);
 
-  const stun = runner.spawn("stun", "node", [path.join(E2E_DIR, "stun-server.mjs"),
+  const stun = runner.spawn(`stun-${tag}`, "node", [path.join(E2E_DIR, "stun-server.mjs"),
     "--host", NS.stun.split(":")[0], "--port", NS.stun.split(":")[1],
     "--alt-host", NS.stunAlt.split(":")[0], "--alt-port", NS.stunAlt.split(":")[1]], { netns });
-  const relay = runner.spawn("relay", "node", [path.join(E2E_DIR, "relay.mjs"),
+  const relay = runner.spawn(`relay-${tag}`, "node", [path.join(E2E_DIR, "relay.mjs"),
     "--host", NS.relay.split(":")[0], "--port", NS.relay.split(":")[1]], { netns });
   await Promise.all([stun.waitForEvent("ready", 10000), relay.waitForEvent("ready", 10000)]);
 
@@ -43,8 +51,9 @@ export async function realPeersTest(runner, broker, { proxies: nProxies = 3, cli
   const noNetEnv = { HTTPS_PROXY: "http://127.0.0.1:9", https_proxy: "http://127.0.0.1:9", HTTP_PROXY: "", http_proxy: "", NO_PROXY: "", no_proxy: "" };
   const proxies = [];
   for (let i = 1; i <= nProxies; i++) {
-    proxies.push(runner.spawn(`proxy-${i}`, "snowflake-proxy", [
-      "-broker", brokerInNs,
+    const ownBroker = await forwardBrokerForPeer(runner, netns, broker, `proxy-${tag}-${i}`);
+    proxies.push(runner.spawn(`proxy-${peers.version}-${i}`, peers.proxy, [
+      "-broker", ownBroker,
       "-stun", `stun:${NS.stun}`,
       "-relay", `ws://${NS.relay}/`,
       "-allowed-relay-hostname-pattern", relayPattern,
@@ -54,6 +63,7 @@ export async function realPeersTest(runner, broker, { proxies: nProxies = 3, cli
       "-nat-retest-interval", "0s",
       // One client per proxy, so that every proxy has to serve a client and reach the relay.
       "-capacity", "1",
+      ...peers.proxyFlags,
     ], { netns, env: noNetEnv }));
   }
   const proxyNat = await Promise.all(proxies.map((p) => p.waitForLine(RE.proxyNat, 20000).then((m) => m[1], () => null)));
@@ -66,26 +76,34 @@ export async function realPeersTest(runner, broker, { proxies: nProxies = 3, cli
   const clients = [];
   for (let i = 1; i <= nClients; i++) {
     const args = `url=${brokerInNs};ice=stun:${NS.stun};max=1;fingerprint=${FINGERPRINT}`;
-    clients.push(runner.spawn(`client-${i}`, "node", [path.join(E2E_DIR, "pt-client.mjs"),
-      "--state", path.join(runner.runDir, `client-${i}`), "--args", args,
-      "--log", path.join(runner.runDir, `client-${i}.log`), "--", "snowflake-client", "-unsafe-logging"], { netns, env: noNetEnv, stdin: "pipe" }));
+    const name = `client-${peers.version}-${i}`;
+    clients.push(runner.spawn(name, "node", [path.join(E2E_DIR, "pt-client.mjs"),
+      "--state", path.join(runner.runDir, name), "--args", args,
+      "--log", path.join(runner.runDir, `${name}.log`), "--", peers.client, "-unsafe-logging"], { netns, env: noNetEnv, stdin: "pipe" }));
     await sleep(300);
   }
 
   const deadline = Date.now() + timeoutMs;
-  const clientRes = await Promise.all(clients.map(async (c) => {
+  // Clients and proxies are watched at once: each is stopped as soon as it has done its part.
+  const [clientRes, proxyRes] = await Promise.all([Promise.all(clients.map(async (c) => {
     const socks = await c.waitForEvent("socks", 15000).catch((e) => ({ ok: false, error: e.message }));
     const answered = await seen(c, RE.answer, deadline);
     const open = answered && (await seen(c, RE.open, deadline));
     const nat = (c.lines.map((l) => RE.clientNat.exec(l)).find(Boolean) ?? [])[1] ?? "?";
+    // Each client and each proxy is needed once: a client whose snowflake closes (the relay
+    // here is no Tor bridge) collects another, and a proxy whose client is gone polls again.
+    // Once its data has had time to reach the relay, each is stopped, so that none can take a
+    // second match from a peer still waiting (with PROXY_POLL_INTERVAL_MS a 2.5.1 proxy is
+    // parked less than half the time).
+    if (open) await sleep(3000).then(() => runner.stop(c));
     return { socks, answered, open, nat };
-  }));
-  const proxyRes = await Promise.all(proxies.map(async (p) => {
+  })), Promise.all(proxies.map(async (p) => {
     const offered = await seen(p, RE.offer, deadline);
     const connected = offered && (await seen(p, RE.connected, deadline));
     const relayed = connected && (requireRelay ? await seen(p, RE.relay, deadline) : p.lines.some((l) => RE.relay.test(l)));
+    if (connected) await sleep(3000).then(() => runner.stop(p));
     return { offered, connected, relayed, relayUrl: (p.lines.map((l) => RE.relay.exec(l)).find(Boolean) ?? [])[1] };
-  }));
+  }))]);
   // Let the relay see the data the clients send through the proxies.
   await sleep(1000);
 

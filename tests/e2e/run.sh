@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests: real snowflake-proxy/snowflake-client (Debian 2.5.1) and a headless Chromium
+# End-to-end tests: real snowflake-proxy/snowflake-client (Debian 2.5.1 and 2.10.1) and a headless Chromium
 # browser proxy against the built Worker (build/index.js, served with Miniflare) or BROKER_URL.
 # See tests/e2e/README.md. Needs root (network namespaces, apt-get).
 #
@@ -20,6 +20,8 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# sid's 2.10.1 peers, unpacked beside them (not installed).
+bash tests/e2e/sid-peers.sh
 for tool in unshare nsenter node python3; do
   command -v "$tool" >/dev/null || { echo "e2e: $tool is missing" >&2; exit 2; }
 done

@@ -633,7 +633,7 @@ async function proxyLoop(i) {
       if (token === null) {
         c.foreignOffers += 1; // not one of ours: never answer it
       } else {
-        await answer(answerSid, token);
+        await answer(answerSid, token, from);
       }
     } else if (status === "no match") {
       const next = Number(msg.NextPoll);
@@ -697,7 +697,8 @@ async function floodLoop(j) {
   }
 }
 
-async function answer(sid, token) {
+/** A proxy's answer, from the proxy's address (`from`), as real proxies answer. */
+async function answer(sid, token, from) {
   const body = JSON.stringify({
     Version: "1.3",
     Sid: sid,
@@ -706,7 +707,7 @@ async function answer(sid, token) {
   let res;
   answersInFlight += 1;
   try {
-    res = await request("POST", "answer", body, opt.pollTimeoutMs);
+    res = await request("POST", "answer", body, opt.pollTimeoutMs, undefined, from);
   } catch (e) {
     if (e.code !== "CUT_AT_END") {
       c.answers += 1;

@@ -6,7 +6,7 @@
 //! `--fresh-ms N`, `--probes N`: other board settings to compare). Prints, for
 //! 1, 4, 16 and 64 shards and for 1 and 64 Worker isolates: Durable Object
 //! requests per shard per second (mean and max over shards), DO requests
-//! per client rendezvous, denials, and denials made while a proxy the
+//! per client rendezvous and per answer, denials, and denials made while a proxy the
 //! client could use was parked on some shard ("wrong").
 //!
 //! The model, and what is assumed:
@@ -15,7 +15,8 @@
 //!   1.7% unrestricted; by type 80% webext, 16.5% iptproxy, 3% standalone,
 //!   0.5% badge. Each poll is held up to 10 s (`PROXY_POLL_TIMEOUT_MS`), then
 //!   the proxy polls again after 20 s (`NEXT_POLL_MS`); a refused poll after
-//!   60 s. Every poll has a fresh Sid, as Go proxies make one per poll.
+//!   60 s. Every poll has a fresh Sid, as Go proxies make one per poll, and
+//!   every proxy an address of its own, from which it also answers.
 //! - Clients arrive at random (Poisson) at 44/s (an ordinary day, 2023-11),
 //!   517/s (the Iran shutdown peak of 2022-09) and 5,170/s (ten times that);
 //!   assumed NAT mix: 40% unknown, 30% restricted, 30% unrestricted. A
@@ -87,6 +88,7 @@ struct Row {
     denials: u64,
     wrong: u64,
     refused_polls: u64,
+    per_answer: f64,
 }
 
 fn proxy_nat(i: u32) -> Nat {
@@ -133,6 +135,8 @@ fn run(shards: u32, isolates: u32, clients_per_s: u32, tune: (u64, usize)) -> Ro
     let mut base: Option<(Vec<u64>, u64, u64, u64, u64)> = None;
     let mut refused = 0u64;
     let mut refused_at_base = 0u64;
+    let mut answers = 0u64;
+    let mut answers_at_base = (0u64, 0u64);
     let mut client_us = 0f64;
     while let Some(Reverse((now, event))) = queue.pop() {
         if now >= end {
@@ -147,6 +151,7 @@ fn run(shards: u32, isolates: u32, clients_per_s: u32, tune: (u64, usize)) -> Ro
                 d.wrong_denials,
             ));
             refused_at_base = refused;
+            answers_at_base = (answers, d.answer_requests);
         }
         let isolate = rng.below(isolates);
         match event {
@@ -202,6 +207,7 @@ fn run(shards: u32, isolates: u32, clients_per_s: u32, tune: (u64, usize)) -> Ro
                     &format!("p{p}-{s}"),
                     "answer".into(),
                 );
+                answers += 1;
             }
         }
         for delivered in d.delivered() {
@@ -241,6 +247,8 @@ fn run(shards: u32, isolates: u32, clients_per_s: u32, tune: (u64, usize)) -> Ro
         denials: d.denials - den0,
         wrong: d.wrong_denials - wrong0,
         refused_polls: refused - refused_at_base,
+        per_answer: (d.answer_requests - answers_at_base.1) as f64
+            / (answers - answers_at_base.0).max(1) as f64,
     }
 }
 
@@ -270,13 +278,14 @@ fn main() {
         WARMUP_MS / 1000
     );
     println!(
-        "{:>9} {:>6} {:>8} | {:>12} {:>12} | {:>10} | {:>9} {:>8} {:>7} | {:>13}",
+        "{:>9} {:>6} {:>8} | {:>12} {:>12} | {:>10} {:>10} | {:>9} {:>8} {:>7} | {:>13}",
         "clients/s",
         "shards",
         "isolates",
         "req/shard/s",
         "max shard",
         "DO/client",
+        "DO/answer",
         "clients",
         "denied",
         "wrong",
@@ -287,13 +296,14 @@ fn main() {
             for isolates in [1, 64] {
                 let r = run(shards, isolates, clients, tune);
                 println!(
-                    "{:>9} {:>6} {:>8} | {:>12.0} {:>12.0} | {:>10.3} | {:>9} {:>7.1}% {:>7} | {:>13}",
+                    "{:>9} {:>6} {:>8} | {:>12.0} {:>12.0} | {:>10.3} {:>10.3} | {:>9} {:>7.1}% {:>7} | {:>13}",
                     r.clients_per_s,
                     r.shards,
                     r.isolates,
                     r.mean_rps,
                     r.max_rps,
                     r.per_client,
+                    r.per_answer,
                     r.offers,
                     100.0 * r.denials as f64 / r.offers.max(1) as f64,
                     r.wrong,

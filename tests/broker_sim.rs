@@ -22,6 +22,7 @@ use snowflake_broker::matcher::shard::{OfferStep, Shard, Started};
 use snowflake_broker::matcher::waiters::Waiters;
 use snowflake_broker::matcher::{OfferReply, PollReply, Settings, Ticket, Wake};
 use snowflake_broker::metrics::Rendezvous;
+use snowflake_broker::protocol::nat::Pool;
 use std::collections::HashMap;
 
 const FP: &str = "2B280B23E1107BB62ABFC40DDCC8824814F80A72";
@@ -855,4 +856,48 @@ fn bodies_are_read_by_their_declared_length() {
     assert_eq!(body_plan(Some("2097152")), BodyPlan::Drain);
     assert_eq!(body_plan(Some(" 2097153 ")), BodyPlan::Refuse);
     assert_eq!(body_plan(Some("18446744073709551615")), BodyPlan::Refuse);
+}
+
+#[test]
+fn poll_interval_replies_are_ns_bytes_and_next_poll_covers_the_interval() {
+    let config = Config::from_lookup(|k| {
+        (k == "PROXY_POLL_INTERVAL_MS").then(|| "open=1000,strict=30000".to_string())
+    })
+    .unwrap();
+    let too_soon = handlers::proxy_poll_reply(&config, &PollReply::TooSoon(1_234), 0);
+    assert_eq!(
+        (
+            too_soon.status,
+            too_soon.content_type,
+            too_soon.body.as_str()
+        ),
+        (
+            200,
+            Some("text/plain; charset=utf-8"),
+            r#"{"Status":"polled too soon","Offer":"","NAT":"","NextPoll":1234,"RelayURL":""}"#
+        )
+    );
+    assert_eq!(too_soon.outcome.as_str(), "polled too soon");
+    // An accepted poll is told the longer of NEXT_POLL_MS (20 s) and its interval's rest.
+    assert_eq!(
+        handlers::accepted_next_poll_ms(&config, Pool::Strict, 4_000),
+        26_000
+    );
+    assert_eq!(
+        handlers::accepted_next_poll_ms(&config, Pool::Strict, 40_000),
+        20_000
+    );
+    assert_eq!(
+        handlers::accepted_next_poll_ms(&config, Pool::Open, 0),
+        20_000
+    );
+    assert_eq!(
+        handlers::accepted_next_poll_ms(&config, Pool::Moderate, 0),
+        20_000
+    );
+    let no_match = handlers::proxy_poll_reply(&config, &PollReply::NoMatch, 26_000);
+    assert_eq!(
+        no_match.body,
+        r#"{"Status":"no match","Offer":"","NAT":"","NextPoll":26000,"RelayURL":""}"#
+    );
 }

@@ -572,10 +572,14 @@ async fn answer(
         last: false,
     };
     for (i, shard) in order.iter().enumerate() {
-        request.last = i + 1 == order.len();
+        let last = i + 1 == order.len();
+        request.last = last;
         match ask(env, Some(config), *shard, &request, caller, QUICK_CALL_MS).await {
             Ok(AnswerOutcome::Ended(reply)) => return handlers::answer_reply(reply),
             Ok(AnswerOutcome::Elsewhere) => continue,
+            // A shard that refused the call at once never saw the answer; the
+            // Sid may still be on a later one.
+            Err(CallError::Overloaded(_) | CallError::Unreachable(_)) if !last => continue,
             Err(_) => return handlers::answer_failed(),
         }
     }

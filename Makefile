@@ -16,7 +16,7 @@ export WRANGLER_SEND_METRICS := false
 # Offline: do not try to download the `request.cf` sample (an 8 s stall).
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools geoip promtool build build-fault test-native test-fuzz test-worker test-e2e lint deploy-check clean sim
+.PHONY: help dev test tools geoip promtool moto build build-fault test-native test-fuzz test-worker test-e2e lint deploy-check clean sim
 
 help:
 	@echo "make dev   - build and serve the broker on http://127.0.0.1:8787/"
@@ -77,6 +77,19 @@ $(PROMTOOL):
 	dpkg-deb -x "$$tmp"/prometheus_*.deb build/prometheus; \
 	touch $@; echo "promtool: unpacked into build/prometheus"
 
+## moto (PyPI), an SQS-compatible server for the SQS tests, in its own virtualenv
+## under build/moto, at the versions tests/support/moto-requirements.txt pins.
+MOTO := $(CURDIR)/build/moto/bin/moto_server
+export MOTO
+
+moto: $(MOTO)
+
+$(MOTO): tests/support/moto-requirements.txt
+	@rm -rf build/moto
+	python3 -m venv build/moto
+	build/moto/bin/pip install --quiet --disable-pip-version-check -r tests/support/moto-requirements.txt
+	@touch $@
+
 ## Build: build/entry.mjs (src/entry.mjs) around build/index.js + build/index_bg.wasm.
 build: tools
 	$(BIN)/worker-build --release
@@ -113,7 +126,7 @@ test-fuzz:
 
 # Every Miniflare test on one shard, then the HTTP suite again on four (tests/worker/harness.mjs).
 HTTP_SUITE = proxy client answer amp legacy cors-routing settings
-test-worker: build build-fault promtool
+test-worker: build build-fault promtool moto
 	node --test --test-reporter=spec tests/worker/
 	TEST_MATCHER_SHARDS=4 node --test --test-reporter=spec $(HTTP_SUITE:%=tests/worker/%.test.mjs)
 

@@ -6,6 +6,8 @@
 use crate::matcher::interval::PollInterval;
 use crate::protocol::bridges::BridgeList;
 use crate::protocol::relay_pattern::RelayPattern;
+use crate::sqs::sigv4::Credentials;
+use crate::sqs::Queue;
 use std::fmt;
 
 /// When a client's wait for its answer starts counting.
@@ -33,6 +35,53 @@ pub struct Config {
     pub trusted_hops: u32,
     pub unsafe_logging: bool,
     pub poll_interval: PollInterval,
+    pub sqs: SqsSetting,
+}
+
+/// The SQS channel: off, on, or configured wrongly. A wrong SQS setting
+/// turns only SQS off: HTTP and AMP rendezvous keep working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqsSetting {
+    Off,
+    On(SqsConfig),
+    Broken(ConfigError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsConfig {
+    pub queue: Queue,
+    pub credentials: Credentials,
+}
+
+fn sqs_setting<F: Fn(&str) -> Option<String>>(v: &Values<F>) -> SqsSetting {
+    let Some(url) = v.given(&SQS_QUEUE_URL) else {
+        return SqsSetting::Off;
+    };
+    let queue = match Queue::parse(&url, v.given(&SQS_ENDPOINT).as_deref()) {
+        Ok(q) => q,
+        Err(message) => return SqsSetting::Broken(invalid(&SQS_QUEUE_URL, message)),
+    };
+    let secret = |setting: &Setting| {
+        v.given(setting).map(|s| s.trim().to_string()).ok_or_else(|| {
+            invalid(
+                setting,
+                format!(
+                    "it is not set, and SQS_QUEUE_URL needs it (a secret: npx wrangler secret put {})",
+                    setting.name
+                ),
+            )
+        })
+    };
+    match (secret(&AWS_ACCESS_KEY_ID), secret(&AWS_SECRET_ACCESS_KEY)) {
+        (Ok(access_key_id), Ok(secret_access_key)) => SqsSetting::On(SqsConfig {
+            queue,
+            credentials: Credentials {
+                access_key_id,
+                secret_access_key,
+            },
+        }),
+        (Err(e), _) | (_, Err(e)) => SqsSetting::Broken(e),
+    }
 }
 
 /// The first setting found invalid, with why.
@@ -184,6 +233,26 @@ pub const PROXY_POLL_INTERVAL_MS: Setting = other_setting(
     DefaultValue::Unset,
     "N's per-address poll interval: a poll from an address (IPv6: a /64) whose last accepted poll for the same pool was less than this long ago is answered `polled too soon` at once, with the time left as `NextPoll`. One number of milliseconds for every pool (N's is `20000`), or per pool as `open=…,moderate=…,strict=…` (a pool not named is not limited); unset: off (0–86400000 each)",
 );
+pub const SQS_QUEUE_URL: Setting = other_setting(
+    "SQS_QUEUE_URL",
+    DefaultValue::Unset,
+    "N's SQS rendezvous: the URL of the queue clients post offers to, `https://sqs.<region>.amazonaws.com/<account>/<name>` (the region comes from it; the queue is created if missing); unset: off. A bad value or missing credentials turn SQS off with the reason on `/debug` and in the log; HTTP rendezvous is not affected",
+);
+pub const SQS_ENDPOINT: Setting = other_setting(
+    "SQS_ENDPOINT",
+    DefaultValue::Unset,
+    "the SQS API endpoint calls go to instead of the queue URL's host (tests, SQS-compatible services)",
+);
+pub const AWS_ACCESS_KEY_ID: Setting = other_setting(
+    "AWS_ACCESS_KEY_ID",
+    DefaultValue::Unset,
+    "the SQS credentials' key id: a wrangler secret (`npx wrangler secret put AWS_ACCESS_KEY_ID`; `.dev.vars` locally), never `[vars]`",
+);
+pub const AWS_SECRET_ACCESS_KEY: Setting = other_setting(
+    "AWS_SECRET_ACCESS_KEY",
+    DefaultValue::Unset,
+    "the SQS credentials' secret key: a wrangler secret, like `AWS_ACCESS_KEY_ID`",
+);
 pub const UNSAFE_LOGGING: Setting = other_setting(
     "UNSAFE_LOGGING",
     DefaultValue::Value("false"),
@@ -191,7 +260,7 @@ pub const UNSAFE_LOGGING: Setting = other_setting(
 );
 
 /// Every setting, in the README's order.
-pub const SETTINGS: [Setting; 14] = [
+pub const SETTINGS: [Setting; 18] = [
     PROXY_POLL_TIMEOUT_MS,
     CLIENT_TIMEOUT_MS,
     CLIENT_TIMEOUT_FROM,
@@ -206,6 +275,10 @@ pub const SETTINGS: [Setting; 14] = [
     UNSAFE_LOGGING,
     MATCHER_SHARDS,
     PROXY_POLL_INTERVAL_MS,
+    SQS_QUEUE_URL,
+    SQS_ENDPOINT,
+    AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY,
 ];
 
 /// Settings an older version read and this one does not, with what replaced
@@ -327,6 +400,7 @@ impl Config {
             trusted_hops: u32::try_from(v.number(&TRUSTED_HOPS)?).unwrap_or(u32::MAX),
             unsafe_logging: v.choice(&UNSAFE_LOGGING, &["false", "true", "0", "1"])? % 2 == 1,
             poll_interval,
+            sqs: sqs_setting(&v),
         })
     }
 
@@ -439,6 +513,35 @@ mod tests {
             e.to_string(),
             "setting PROXY_POLL_INTERVAL_MS is invalid: \"often\" is not a whole number of milliseconds"
         );
+    }
+
+    #[test]
+    fn a_wrong_sqs_setting_turns_only_sqs_off() {
+        let url = (
+            "SQS_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/snowflake",
+        );
+        let key = ("AWS_ACCESS_KEY_ID", "AKID");
+        let secret = ("AWS_SECRET_ACCESS_KEY", "s3cr3t");
+        assert_eq!(config(&[]).unwrap().sqs, SqsSetting::Off);
+        let c = config(&[url, key, secret]).unwrap();
+        let SqsSetting::On(sqs) = &c.sqs else {
+            panic!("{:?}", c.sqs)
+        };
+        assert_eq!(sqs.queue.region, "eu-west-1");
+        assert!(
+            !format!("{c:?}").contains("s3cr3t"),
+            "the secret is never printed"
+        );
+        let c = config(&[url, key]).unwrap();
+        let SqsSetting::Broken(e) = &c.sqs else {
+            panic!("{:?}", c.sqs)
+        };
+        assert_eq!(e.setting, "AWS_SECRET_ACCESS_KEY");
+        let c = config(&[("SQS_QUEUE_URL", "snowflake"), key, secret]).unwrap();
+        assert!(matches!(&c.sqs, SqsSetting::Broken(e) if e.setting == "SQS_QUEUE_URL"));
+        // Credentials alone turn nothing on.
+        assert_eq!(config(&[key, secret]).unwrap().sqs, SqsSetting::Off);
     }
 
     #[test]

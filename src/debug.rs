@@ -1,6 +1,6 @@
 //! The `/debug` page (docs/protocol.md §1.5), in R's layout.
 
-use crate::config::Config;
+use crate::config::{Config, SqsSetting};
 use crate::matcher::Census;
 use crate::protocol::nat::{Nat, Pool};
 use crate::protocol::proxy::ProxyType;
@@ -59,9 +59,13 @@ pub fn render(census: &Census, problems: &[String]) -> String {
 /// What `/debug` says of the settings after the counts: only what differs
 /// from R's behaviour, so a default deployment shows R's exact page.
 pub fn settings_notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let SqsSetting::Broken(e) = &config.sqs {
+        notes.push(format!("SQS rendezvous is off: {e}"));
+    }
     let interval = config.poll_interval;
     if !interval.is_on() {
-        return Vec::new();
+        return notes;
     }
     let pools: Vec<String> = [
         ("open", Pool::Open),
@@ -74,10 +78,14 @@ pub fn settings_notes(config: &Config) -> Vec<String> {
         ms => format!("{name} {ms} ms"),
     })
     .collect();
-    vec![format!(
-        "proxy poll interval per address (PROXY_POLL_INTERVAL_MS): {}",
-        pools.join(", ")
-    )]
+    notes.insert(
+        0,
+        format!(
+            "proxy poll interval per address (PROXY_POLL_INTERVAL_MS): {}",
+            pools.join(", ")
+        ),
+    );
+    notes
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 // lives, its own bounded wait answers first and the guard never fires.
 
 import { WorkerEntrypoint } from "cloudflare:workers";
-import Broker, { Matcher } from "./index.js";
+import Broker, { Matcher, SqsConsumer } from "./index.js";
 
-export { Matcher };
+export { Matcher, SqsConsumer };
 
 /** The header that asks the module for an endpoint's failure reply, without the matcher. */
 const STRANDED = "x-snowflake-broker-stranded";

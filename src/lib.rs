@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod refusals;
 pub mod routes;
 pub mod scrub;
+pub mod sqs;
 
 #[cfg(target_arch = "wasm32")]
 mod worker;

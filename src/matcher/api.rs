@@ -104,6 +104,19 @@ impl Call for RejectedPoll {
     type Reply = Done;
 }
 
+/// An SQS message the consumer deleted unanswered (src/worker/sqs.rs),
+/// for a shard to count; `reason` is [`crate::sqs::Malformed::as_str`] or
+/// `refused` (a body the client logic refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqsMalformed {
+    pub reason: String,
+}
+
+impl Call for SqsMalformed {
+    const PATH: &'static str = "/sqs-malformed";
+    type Reply = Done;
+}
+
 /// A client offer for one bridge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferRequest {

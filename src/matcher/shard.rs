@@ -7,7 +7,7 @@
 
 use super::api::{
     AnswerOutcome, AnswerRequest, ClosedPeriod, Done, LiveMetrics, OfferReply, OfferRequest,
-    PeriodKey, PollReply, PollRequest, ProxyAddress, RejectedPoll,
+    PeriodKey, PollReply, PollRequest, ProxyAddress, RejectedPoll, SqsMalformed,
 };
 use super::interval::PollGate;
 use super::routing::{PoolHead, Pools};
@@ -182,6 +182,12 @@ impl Shard {
         } = call;
         self.metrics.proxy_poll(nat, proxy_type, with_relay_pattern);
         self.metrics.proxy_rejected_relay_pattern(nat, proxy_type);
+        Done
+    }
+
+    /// An SQS message deleted unanswered.
+    pub fn sqs_malformed(&mut self, call: SqsMalformed) -> Done {
+        self.metrics.lifetime.sqs_malformed(&call.reason);
         Done
     }
 

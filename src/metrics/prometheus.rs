@@ -120,6 +120,9 @@ pub struct PromCounters {
     /// This broker's own `snowflake_proxy_polled_too_soon_total{nat,type}`
     /// (exact): polls answered `polled too soon`.
     pub proxy_too_soon: Series<u64>,
+    /// This broker's own `snowflake_sqs_malformed_messages_total{reason}`
+    /// (exact): SQS messages deleted unanswered.
+    pub sqs_malformed: Series<u64>,
 }
 
 impl PromCounters {
@@ -154,6 +157,11 @@ impl PromCounters {
     pub fn proxies_seen(&mut self, country: Country, nat: Nat, kind: ProxyType, n: u64) {
         self.proxy_total
             .add(&[country.as_str(), nat.as_str(), kind.as_str()], n);
+    }
+
+    /// An SQS message deleted unanswered.
+    pub fn sqs_malformed(&mut self, reason: &str) {
+        self.sqs_malformed.add(&[reason], 1);
     }
 
     /// A poll answered `polled too soon`.
@@ -213,6 +221,7 @@ impl PromCounters {
             .merge(&other.proxy_poll_rejected_relay_url);
         self.proxy_answer.merge(&other.proxy_answer);
         self.proxy_too_soon.merge(&other.proxy_too_soon);
+        self.sqs_malformed.merge(&other.sqs_malformed);
     }
 }
 
@@ -381,6 +390,13 @@ pub fn render_deployment(
             &["nat", "type"],
             &c.proxy_poll_without_relay_url,
             true,
+        ),
+        counter(
+            "snowflake_sqs_malformed_messages_total",
+            "The number of SQS messages deleted unanswered, by reason",
+            &["reason"],
+            &c.sqs_malformed,
+            false,
         ),
     ];
     let gauge = Family {

@@ -50,6 +50,14 @@ impl Caller {
         }
     }
 
+    /// No caller: a call the broker makes on its own (the SQS consumer's).
+    pub fn none() -> Caller {
+        Caller {
+            signal: None,
+            guard: None,
+        }
+    }
+
     /// Asks the entry to answer the request itself after `ms` if the module
     /// has not by then (it has trapped).
     pub fn guard(&self, ms: u64) {

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::matcher::api::{
     decode_call, AnswerRequest, Answered, Call, CensusRequest, ClosedPeriod, ClosedPeriodsRequest,
     LiveMetricsRequest, OfferOutcome, OfferReply, OfferRequest, PeriodKeyRequest, PollReply,
-    PollRequest, RejectedPoll, ShardRequests, FAILED_STATUS,
+    PollRequest, RejectedPoll, ShardRequests, SqsMalformed, FAILED_STATUS,
 };
 use crate::matcher::shard::{OfferStep, Shard, Snapshot, Started, Step};
 use crate::matcher::waiters::Waiters;
@@ -299,6 +299,14 @@ impl DurableObject for Matcher {
                     return bad_call(&path);
                 };
                 let done = inner.shard.borrow_mut().rejected_poll(call);
+                self.keep_saving(&inner).await;
+                reply_json(&inner, &done)
+            }
+            SqsMalformed::PATH => {
+                let Some(call) = decode_call::<SqsMalformed>(&body) else {
+                    return bad_call(&path);
+                };
+                let done = inner.shard.borrow_mut().sqs_malformed(call);
                 self.keep_saving(&inner).await;
                 reply_json(&inner, &done)
             }

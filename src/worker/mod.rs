@@ -6,9 +6,10 @@ mod js;
 mod log;
 mod matcher_do;
 mod settings;
+mod sqs;
 mod timer;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SqsSetting};
 use crate::handlers::{self, BodyPlan, ClientFormat, PollCheck, Reply};
 use crate::matcher::api::{AnswerOutcome, Answered, OfferOutcome, PeriodKeyRequest, ProxyAddress};
 use crate::matcher::api::{
@@ -310,7 +311,7 @@ async fn drain(stream: &mut worker::ByteStream) {
 }
 
 #[event(fetch)]
-pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+pub async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let started = now_ms();
     let url = req.url()?;
     let route = routes::route(url.path(), url.query());
@@ -321,6 +322,13 @@ pub async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response
     }
     let caller = Caller::of(&req);
     let loaded = settings::load(&env);
+    if let Ok(Config {
+        sqs: SqsSetting::On(_),
+        ..
+    }) = loaded.as_ref()
+    {
+        sqs::start_once(&env, &ctx);
+    }
     let stranded = header(&req, STRANDED).is_some();
     let reply = match (&route, loaded.as_ref()) {
         _ if stranded => stranded_reply(&route, loaded.as_ref().as_ref()),
@@ -595,6 +603,13 @@ async fn debug(
         Err(e) => vec![format!("configuration error: {e}")],
         Ok(c) => crate::debug::settings_notes(c),
     };
+    if let Ok(Config {
+        sqs: SqsSetting::On(_),
+        ..
+    }) = config
+    {
+        problems.push(sqs::status(env).await);
+    }
     let census = match ask_all(env, config.as_ref().ok(), &CensusRequest, caller).await {
         Ok(c) => c,
         Err(e) => {

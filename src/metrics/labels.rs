@@ -105,8 +105,7 @@ pub enum Rendezvous {
     Http,
     /// `GET /amp/client/…` through an AMP cache.
     Ampcache,
-    /// Amazon SQS: upstream has it; this broker does not, but the descriptor
-    /// still prints its lines.
+    /// Amazon SQS (docs/sqs.md).
     Sqs,
 }
 

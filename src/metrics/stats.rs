@@ -58,7 +58,7 @@ pub struct PeriodCounters {
     pub http_clients: BTreeMap<Country, u64>,
     /// `client-ampcache-count` / `client-ampcache-ips`.
     pub ampcache_clients: BTreeMap<Country, u64>,
-    /// `client-sqs-count` / `client-sqs-ips` (always empty here: no SQS).
+    /// `client-sqs-count` / `client-sqs-ips`.
     pub sqs_clients: BTreeMap<Country, u64>,
 }
 

@@ -1,4 +1,4 @@
-// Test 3: AMP cache rendezvous with real Go peers. An unmodified snowflake-client (Debian
+// Test 3: AMP cache rendezvous with real Go peers, run with 2.5.1 and with 2.10.1. An unmodified snowflake-client (Debian
 // 2.5.1) is given the bridge-line arguments of the AMP cache channel
 // (docs/protocol.md §7.3, §10.1):
 //   url=https://snowflake-broker.torproject.net/   the broker, as the AMP "publisher" URL
@@ -31,9 +31,10 @@ const RE = {
   clientNat: /NAT Type: (\w+)/,
   answer: /Received Answer\./,
   open: /WebRTC: DataChannel\.OnOpen/,
-  offer: /sdp offer successfully received\./,
-  connected: /Connection successful\./,
-  relay: /connected to relay: (\S+)/,
+  // 2.5.1's proxy lines, and 2.10.1's where they differ.
+  offer: /sdp offer successfully received\.|Received Offer From Broker:/,
+  connected: /Connection successful/,
+  relay: /[Cc]onnected to relay: (\S+)/,
 };
 
 function seen(proc, re, deadline) {
@@ -51,22 +52,24 @@ function parseJson(s) {
   }
 }
 
-export async function ampPeersTest(runner, broker, { relayPattern, requireRelay = true, timeoutMs = 40000 }) {
-  const checks = new Checks("amp cache");
+// `peers`: { version, proxy, client, proxyFlags }, as in real-peers.mjs.
+export async function ampPeersTest(runner, broker, { peers, relayPattern, requireRelay = true, timeoutMs = 40000 }) {
+  const checks = new Checks(`amp cache ${peers.version}`);
+  const tag = peers.version.replace(/\W/g, "");
   // A poll left at the broker by a proxy of an earlier test could be matched with this client
   // and never answer: let such polls expire first (this only paces the test).
   const before = await waitForProxyCount(broker.url, (k) => k === 0, 10000);
   runner.note(`broker /debug before the AMP test: ${before} proxies`);
 
-  const netns = await createNetns(runner, "amp");
+  const netns = await createNetns(runner, `amp${tag}`);
   const brokerInNs = await forwardBrokerInto(runner, netns, broker);
   const [cacheIp, cachePort] = NS.ampCache.split(":");
-  const stun = runner.spawn("amp-stun", "node", [path.join(E2E_DIR, "stun-server.mjs"),
+  const stun = runner.spawn(`amp-stun-${tag}`, "node", [path.join(E2E_DIR, "stun-server.mjs"),
     "--host", NS.stun.split(":")[0], "--port", NS.stun.split(":")[1],
     "--alt-host", NS.stunAlt.split(":")[0], "--alt-port", NS.stunAlt.split(":")[1]], { netns });
-  const relay = runner.spawn("amp-relay", "node", [path.join(E2E_DIR, "relay.mjs"),
+  const relay = runner.spawn(`amp-relay-${tag}`, "node", [path.join(E2E_DIR, "relay.mjs"),
     "--host", NS.relay.split(":")[0], "--port", NS.relay.split(":")[1]], { netns });
-  const cache = runner.spawn("amp-cache", "node", [path.join(E2E_DIR, "amp-cache.mjs"),
+  const cache = runner.spawn(`amp-cache-${tag}`, "node", [path.join(E2E_DIR, "amp-cache.mjs"),
     "--host", cacheIp, "--port", cachePort, "--cache-host", CACHE, "--origin", `${PUBLISHER}=${brokerInNs}`], { netns });
   await Promise.all([stun, relay, cache].map((p) => p.waitForEvent("ready", 10000)));
 
@@ -83,15 +86,15 @@ export async function ampPeersTest(runner, broker, { relayPattern, requireRelay 
   // The client starts before any proxy polls: its first AMP request must come back as the
   // armored error "no snowflake proxies currently available", which the client has to decode
   // and treat as a refusal (it retries 10 s later, as after any failed rendezvous).
-  const client = runner.spawn("amp-client", "node", [path.join(E2E_DIR, "pt-client.mjs"),
-    "--state", path.join(runner.runDir, "amp-client"), "--args", args,
-    "--log", path.join(runner.runDir, "amp-client.log"), "--", "snowflake-client", "-unsafe-logging"], { netns, env: noNetEnv, stdin: "pipe" });
+  const client = runner.spawn(`amp-client-${tag}`, "node", [path.join(E2E_DIR, "pt-client.mjs"),
+    "--state", path.join(runner.runDir, `amp-client-${tag}`), "--args", args,
+    "--log", path.join(runner.runDir, `amp-client-${tag}.log`), "--", peers.client, "-unsafe-logging"], { netns, env: noNetEnv, stdin: "pipe" });
   const deadline = Date.now() + timeoutMs;
   const firstResponse = await cache.waitForEvent("response", 15000).catch(() => null);
   const refusedLine = firstResponse && (await client.waitForLine(RE.refused, 5000).then((m) => m[0], () => null));
 
-  const proxy = runner.spawn("amp-proxy", "snowflake-proxy", [
-    "-broker", await forwardBrokerForPeer(runner, netns, broker, "amp-proxy"),
+  const proxy = runner.spawn(`amp-proxy-${tag}`, peers.proxy, [
+    "-broker", await forwardBrokerForPeer(runner, netns, broker, `amp-proxy-${tag}`),
     "-stun", `stun:${NS.stun}`,
     "-relay", `ws://${NS.relay}/`,
     "-allowed-relay-hostname-pattern", relayPattern,
@@ -100,6 +103,7 @@ export async function ampPeersTest(runner, broker, { relayPattern, requireRelay 
     "-unsafe-logging",
     "-nat-retest-interval", "0s",
     "-capacity", "1",
+    ...peers.proxyFlags,
   ], { netns, env: noNetEnv });
   const proxyNat = await proxy.waitForLine(RE.proxyNat, 20000).then((m) => m[1], () => null);
   const polling = await waitForProxyCount(broker.url, (k) => k >= 1, 15000);

@@ -3,8 +3,9 @@
 // namespaces, the broker (the built Worker under Miniflare, or BROKER_URL) and the forwarders
 // that join the namespaces to it.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -320,4 +321,56 @@ export function randomSid() {
   let s = "";
   for (let i = 0; i < 22; i++) s += alphabet[Math.floor(Math.random() * alphabet.length)];
   return s;
+}
+
+// A throw-away CA and a certificate it signs for `host`, in `dir` (ca.pem, <host>.key,
+// <host>.pem), made with the openssl command line; valid one day.
+export function makeCerts(dir, host) {
+  fs.mkdirSync(dir, { recursive: true });
+  const run = (args) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  run(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+    "-subj", "/CN=snowflake-broker e2e throw-away CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+  run(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", `${host}.key`, "-out", `${host}.csr`, "-subj", `/CN=${host}`]);
+  fs.writeFileSync(path.join(dir, `${host}.ext`), `subjectAltName=DNS:${host}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
+  run(["x509", "-req", "-in", `${host}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", `${host}.pem`, "-days", "1", "-extfile", `${host}.ext`]);
+  return path.join(dir, "ca.pem");
+}
+
+// A free TCP port on loopback (for servers that need one named in advance).
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// moto's SQS-compatible server (`make moto`) on loopback in the root namespace.
+export async function startMoto(runner) {
+  const bin = process.env.MOTO ?? path.join(E2E_DIR, "../../build/moto/bin/moto_server");
+  const port = await freePort();
+  const proc = runner.spawn("moto", bin, ["-H", "127.0.0.1", "-p", String(port)]);
+  const endpoint = `http://127.0.0.1:${port}`;
+  const end = Date.now() + 20000;
+  for (;;) {
+    try {
+      await fetch(`${endpoint}/moto-api/`);
+      return { proc, endpoint, target: `127.0.0.1:${port}` };
+    } catch {
+      if (Date.now() > end) throw new Error("moto did not start");
+      await sleep(100);
+    }
+  }
+}
+
+// Makes a root-namespace TCP address reachable inside `netns` at `inside` (host:port).
+export async function forwardInto(runner, netns, name, target, inside) {
+  const sock = path.join(runner.runDir, `${name}.sock`);
+  const root = runner.spawn(`forward-root-${name}`, "node", [path.join(E2E_DIR, "forward.mjs"), "--listen", `unix:${sock}`, "--connect", target]);
+  await root.waitForEvent("ready", 10000);
+  const fwd = runner.spawn(`forward-${netns.name}-${name}`, "node", [path.join(E2E_DIR, "forward.mjs"), "--listen", inside, "--connect", `unix:${sock}`], { netns });
+  await fwd.waitForEvent("ready", 10000);
 }

@@ -3,7 +3,7 @@
 // figures and a final "N passed, M failed" line, stops every process it started, and keeps the
 // logs of a failed run in tests/e2e/logs/. Start it through tests/e2e/run.sh.
 //
-// Options: --only browser|peers|amp, --proxies N, --clients N (default 3 each), --verbose.
+// Options: --only browser|peers|amp|sqs, --proxies N, --clients N (default 3 each), --verbose.
 // Environment: BROKER_URL (use a running broker on loopback instead of starting one),
 // E2E_RELAY_PATTERN (the proxies' -allowed-relay-hostname-pattern, default "127.0.0.1$"),
 // E2E_REQUIRE_RELAY=0 (do not fail when proxies cannot reach the relay: for a BROKER_URL whose
@@ -14,10 +14,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { E2E_DIR, NS, FINGERPRINT, Runner, startBroker, waitForProxyCount } from "./lib.mjs";
+import { E2E_DIR, NS, FINGERPRINT, Runner, startBroker, startMoto, waitForProxyCount } from "./lib.mjs";
 import { realPeersTest } from "./real-peers.mjs";
 import { browserProxyTest } from "./browser-proxy.mjs";
 import { ampPeersTest } from "./amp-peers.mjs";
+import { SQS_QUEUE_URL, sqsPeersTest } from "./sqs-peers.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -101,6 +102,18 @@ try {
     console.log(`e2e: for the relay checks the broker must run with ${Object.entries(settings).map(([k, v]) => `${k}='${v}'`).join(" ")}`);
     console.log("e2e: (otherwise set E2E_RELAY_PATTERN to a pattern the broker accepts, and E2E_REQUIRE_RELAY=0; see tests/e2e/README.md)");
   }
+  // The SQS test's local SQS (moto), which the broker's consumer reads; with BROKER_URL the
+  // test is skipped (that broker would need SQS_ENDPOINT pointed at it).
+  const sqsWanted = (!opt.only || opt.only === "sqs") && !process.env.BROKER_URL;
+  const moto = sqsWanted ? await startMoto(runner) : null;
+  if (moto) {
+    Object.assign(settings, {
+      SQS_QUEUE_URL,
+      SQS_ENDPOINT: moto.endpoint,
+      AWS_ACCESS_KEY_ID: "AKIDBROKEREXAMPLE",
+      AWS_SECRET_ACCESS_KEY: "broker-secret-example",
+    });
+  }
   const broker = await startBroker(runner, settings);
   runner.note(`broker at ${broker.url}`);
   if (process.env.BROKER_URL) {
@@ -124,10 +137,17 @@ try {
       tests.push([`real peers ${peers.version}`, () => realPeersTest(runner, peersBroker, { peers, proxies: Number(opt.proxies), clients: Number(opt.clients), relayPattern, requireRelay })]);
     }
   }
-  // The AMP test goes last and first waits until the broker counts no proxies, so that no poll
+  // The AMP and SQS tests come last and first wait until the broker counts no proxies, so that no poll
   // left by a stopped proxy of the real-peers test can be matched with its client.
   if (!opt.only || opt.only === "amp") {
-    tests.push(["amp cache", () => ampPeersTest(runner, broker, { relayPattern, requireRelay })]);
+    for (const peers of PEERS) {
+      tests.push([`amp cache ${peers.version}`, () => ampPeersTest(runner, broker, { peers, relayPattern, requireRelay })]);
+    }
+  }
+  if (moto) {
+    tests.push(["sqs", () => sqsPeersTest(runner, broker, moto, { peers: PEERS[1], relayPattern, requireRelay })]);
+  } else if (opt.only === "sqs") {
+    console.log("e2e: the SQS test needs the broker this script starts (not BROKER_URL)");
   }
   for (const [name, run] of tests) {
     console.log(`\n== ${name}`);

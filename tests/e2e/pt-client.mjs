@@ -82,8 +82,13 @@ function socks(port) {
       if (buf[0] !== 5 || buf[1] !== 2) return fail(`method reply ${buf.toString("hex")}`);
       buf = buf.subarray(2);
       stage = 1;
-      // RFC 1929: version 1, username (the PT arguments), password (one NUL byte).
-      s.write(Buffer.concat([Buffer.from([1, user.length]), user, Buffer.from([1, 0])]));
+      // RFC 1929: version 1, username, password. The PT arguments go in the username; as Tor
+      // does, arguments longer than a username's 255 bytes continue in the password (the
+      // transport reads the two as one string), and a lone NUL byte is the empty password.
+      const head = user.subarray(0, 255);
+      const tail = user.length > 255 ? user.subarray(255) : Buffer.from([0]);
+      if (tail.length > 255) return fail(`PT arguments over 510 bytes (${user.length})`);
+      s.write(Buffer.concat([Buffer.from([1, head.length]), head, Buffer.from([tail.length]), tail]));
     }
     if (stage === 1 && buf.length >= 2) {
       if (buf[1] !== 0) return fail(`auth reply ${buf.toString("hex")}`);

@@ -3,7 +3,7 @@
 # browser proxy against the built Worker (build/index.js, served with Miniflare) or BROKER_URL.
 # See tests/e2e/README.md. Needs root (network namespaces, apt-get).
 #
-# Usage: bash tests/e2e/run.sh [--only browser|peers|amp] [--proxies N] [--clients N] [--verbose]
+# Usage: bash tests/e2e/run.sh [--only browser|peers|amp|sqs] [--proxies N] [--clients N] [--verbose]
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -20,8 +20,9 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# sid's 2.10.1 peers, unpacked beside them (not installed).
+# sid's 2.10.1 peers, unpacked beside them (not installed), and moto for the SQS test.
 bash tests/e2e/sid-peers.sh
+make --no-print-directory moto >/dev/null
 for tool in unshare nsenter node python3; do
   command -v "$tool" >/dev/null || { echo "e2e: $tool is missing" >&2; exit 2; }
 done

@@ -13,7 +13,7 @@
 // namespace has no route anywhere.
 
 import path from "node:path";
-import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, waitForProxyCount } from "./lib.mjs";
+import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, proxyArgs, waitForProxyCount } from "./lib.mjs";
 
 const PUBLISHER = "snowflake-broker.torproject.net";
 const CACHE = "cdn.ampproject.org";
@@ -93,18 +93,7 @@ export async function ampPeersTest(runner, broker, { peers, relayPattern, requir
   const firstResponse = await cache.waitForEvent("response", 15000).catch(() => null);
   const refusedLine = firstResponse && (await client.waitForLine(RE.refused, 5000).then((m) => m[0], () => null));
 
-  const proxy = runner.spawn(`amp-proxy-${tag}`, peers.proxy, [
-    "-broker", await forwardBrokerForPeer(runner, netns, broker, `amp-proxy-${tag}`),
-    "-stun", `stun:${NS.stun}`,
-    "-relay", `ws://${NS.relay}/`,
-    "-allowed-relay-hostname-pattern", relayPattern,
-    "-allow-non-tls-relay",
-    "-verbose",
-    "-unsafe-logging",
-    "-nat-retest-interval", "0s",
-    "-capacity", "1",
-    ...peers.proxyFlags,
-  ], { netns, env: noNetEnv });
+  const proxy = runner.spawn(`amp-proxy-${tag}`, peers.proxy, proxyArgs(await forwardBrokerForPeer(runner, netns, broker, `amp-proxy-${tag}`), relayPattern, peers), { netns, env: noNetEnv });
   const proxyNat = await proxy.waitForLine(RE.proxyNat, 20000).then((m) => m[1], () => null);
   const polling = await waitForProxyCount(broker.url, (k) => k >= 1, 15000);
   runner.note(`AMP test: proxy NAT ${proxyNat}; broker /debug: ${polling} proxies polling`);

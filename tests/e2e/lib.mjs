@@ -5,10 +5,10 @@
 
 import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../support/ports.mjs";
 
 export const E2E_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(E2E_DIR, "../..");
@@ -336,16 +336,22 @@ export function makeCerts(dir, host) {
   return path.join(dir, "ca.pem");
 }
 
-// A free TCP port on loopback (for servers that need one named in advance).
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
+// The flags every test's snowflake-proxy runs with: its broker URL, the namespace's STUN server
+// and relay, the run's relay pattern, verbose logs with addresses, no NAT retest, one client
+// at a time; then its version's own flags (`peers.proxyFlags`).
+export function proxyArgs(brokerUrl, relayPattern, peers) {
+  return [
+    "-broker", brokerUrl,
+    "-stun", `stun:${NS.stun}`,
+    "-relay", `ws://${NS.relay}/`,
+    "-allowed-relay-hostname-pattern", relayPattern,
+    "-allow-non-tls-relay",
+    "-verbose",
+    "-unsafe-logging",
+    "-nat-retest-interval", "0s",
+    "-capacity", "1",
+    ...peers.proxyFlags,
+  ];
 }
 
 // moto's SQS-compatible server (`make moto`) on loopback in the root namespace.

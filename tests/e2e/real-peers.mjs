@@ -6,7 +6,7 @@
 // that each proxy has an address of its own, as on the Internet.
 
 import path from "node:path";
-import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, sleep, waitForProxyCount } from "./lib.mjs";
+import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, proxyArgs, sleep, waitForProxyCount } from "./lib.mjs";
 
 // 2.5.1's log lines, and 2.10.1's where they differ.
 const RE = {
@@ -52,19 +52,8 @@ export async function realPeersTest(runner, broker, { peers, proxies: nProxies =
   const proxies = [];
   for (let i = 1; i <= nProxies; i++) {
     const ownBroker = await forwardBrokerForPeer(runner, netns, broker, `proxy-${tag}-${i}`);
-    proxies.push(runner.spawn(`proxy-${peers.version}-${i}`, peers.proxy, [
-      "-broker", ownBroker,
-      "-stun", `stun:${NS.stun}`,
-      "-relay", `ws://${NS.relay}/`,
-      "-allowed-relay-hostname-pattern", relayPattern,
-      "-allow-non-tls-relay",
-      "-verbose",
-      "-unsafe-logging",
-      "-nat-retest-interval", "0s",
-      // One client per proxy, so that every proxy has to serve a client and reach the relay.
-      "-capacity", "1",
-      ...peers.proxyFlags,
-    ], { netns, env: noNetEnv }));
+    // One client per proxy (-capacity 1), so that every proxy has to serve a client and reach the relay.
+    proxies.push(runner.spawn(`proxy-${peers.version}-${i}`, peers.proxy, proxyArgs(ownBroker, relayPattern, peers), { netns, env: noNetEnv }));
   }
   const proxyNat = await Promise.all(proxies.map((p) => p.waitForLine(RE.proxyNat, 20000).then((m) => m[1], () => null)));
   runner.note(`proxies' NAT types: ${proxyNat.join(", ")}`);

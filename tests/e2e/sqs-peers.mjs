@@ -8,7 +8,7 @@
 // through SQS and open its data channel to the proxy, which must reach the relay.
 
 import path from "node:path";
-import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardInto, makeCerts, waitForProxyCount } from "./lib.mjs";
+import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardInto, proxyArgs, makeCerts, waitForProxyCount } from "./lib.mjs";
 
 export const SQS_HOST = "sqs.us-east-1.amazonaws.com";
 export const SQS_QUEUE_URL = `https://${SQS_HOST}/123456789012/snowflake-broker`;
@@ -55,18 +55,7 @@ export async function sqsPeersTest(runner, broker, moto, { peers, relayPattern, 
   await Promise.all([stun, relay, intercept].map((p) => p.waitForEvent("ready", 10000)));
 
   const noNetEnv = { HTTPS_PROXY: "http://127.0.0.1:9", https_proxy: "http://127.0.0.1:9", HTTP_PROXY: "", http_proxy: "", NO_PROXY: "", no_proxy: "" };
-  const proxy = runner.spawn("sqs-proxy", peers.proxy, [
-    "-broker", await forwardBrokerForPeer(runner, netns, broker, "sqs-proxy"),
-    "-stun", `stun:${NS.stun}`,
-    "-relay", `ws://${NS.relay}/`,
-    "-allowed-relay-hostname-pattern", relayPattern,
-    "-allow-non-tls-relay",
-    "-verbose",
-    "-unsafe-logging",
-    "-nat-retest-interval", "0s",
-    "-capacity", "1",
-    ...peers.proxyFlags,
-  ], { netns, env: noNetEnv });
+  const proxy = runner.spawn("sqs-proxy", peers.proxy, proxyArgs(await forwardBrokerForPeer(runner, netns, broker, "sqs-proxy"), relayPattern, peers), { netns, env: noNetEnv });
   const proxyNat = await proxy.waitForLine(RE.proxyNat, 20000).then((m) => m[1], () => null);
   const polling = await waitForProxyCount(broker.url, (k) => k >= 1, 15000);
   runner.note(`SQS test: proxy NAT ${proxyNat}; broker /debug: ${polling} proxies polling`);

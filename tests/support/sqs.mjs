@@ -4,8 +4,8 @@
 // it issued itself are accepted, so a broker's made-up keys are refused as on AWS).
 
 import { spawn } from "node:child_process";
-import net from "node:net";
 import path from "node:path";
+import { freePort } from "./ports.mjs";
 import { REPO } from "./worker.mjs";
 
 export const MOTO = process.env.MOTO ?? path.join(REPO, "build/moto/bin/moto_server");
@@ -13,17 +13,6 @@ export const ACCOUNT = "123456789012";
 export const REGION = "us-east-1";
 /** The broker queue's URL as an operator writes it; SQS_ENDPOINT points calls at moto. */
 export const QUEUE_URL = `https://sqs.${REGION}.amazonaws.com/${ACCOUNT}/snowflake-broker`;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export class Sqs {
   constructor(proc, endpoint) {

@@ -34,4 +34,9 @@ export default class extends WorkerEntrypoint {
     });
     return Promise.race([served, stranded]).finally(() => clearTimeout(timer));
   }
+
+  /** The cron trigger (wrangler.toml `[triggers]`): keeps the SQS consumer running. */
+  scheduled(controller) {
+    return new Broker(this.ctx, this.env).scheduled(controller);
+  }
 }

@@ -310,6 +310,20 @@ async fn drain(stream: &mut worker::ByteStream) {
     }
 }
 
+/// Cloudflare's cron trigger (wrangler.toml `[triggers]`): starts the SQS
+/// consumer's loop when SQS is on, so that it runs before any request
+/// arrives, and again should its alarm ever be lost.
+#[event(scheduled)]
+pub async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
+    if let Ok(Config {
+        sqs: SqsSetting::On(_),
+        ..
+    }) = settings::load(&env).as_ref()
+    {
+        sqs::start(&env).await;
+    }
+}
+
 #[event(fetch)]
 pub async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let started = now_ms();

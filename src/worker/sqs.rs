@@ -8,7 +8,8 @@
 //! through the shards as an HTTP client's would (method `sqs`), sends the
 //! reply to that queue and deletes the message. Every 30 s it deletes
 //! client queues idle for 2 minutes. The Worker starts the loop (`/start`)
-//! once per isolate when SQS is configured; a stored alarm survives deploys.
+//! from its cron trigger and once per isolate when SQS is configured; a
+//! stored alarm survives deploys.
 //! Errors are logged and retried later; refused credentials are retried
 //! every minute, and HTTP rendezvous never depends on any of this.
 
@@ -210,11 +211,13 @@ async fn handle(
 ) {
     let outcome = match sqs::decode(&message) {
         Ok(incoming) => answer(env, config, sqs_config, &incoming).await,
-        Err(malformed) => Err(malformed.as_str().to_string()),
+        Err(malformed) => Handled::Malformed(malformed.as_str().to_string()),
     };
     match outcome {
-        Ok(()) => inner.answered.set(inner.answered.get().saturating_add(1)),
-        Err(reason) => {
+        Handled::Answered => inner.answered.set(inner.answered.get().saturating_add(1)),
+        // Logged where it failed; the client's own retry is its next chance.
+        Handled::Failed => {}
+        Handled::Malformed(reason) => {
             inner.malformed.set(inner.malformed.get().saturating_add(1));
             log::info(&format!(
                 "snowflake-broker: SQS: message deleted unanswered: {reason}"
@@ -229,15 +232,24 @@ async fn handle(
     }
 }
 
+/// What became of one message.
+enum Handled {
+    /// Its reply is on the client's queue.
+    Answered,
+    /// An SQS call failed (logged); the offer was not made or its reply not sent.
+    Failed,
+    /// Deleted unanswered, for this reason (counted).
+    Malformed(String),
+}
+
 /// Creates the client's queue first (the client looks for it a second after
-/// sending), runs the offer, and sends the reply there. `Err` is a reason
-/// to count the message as malformed; SQS failures are logged here.
+/// sending), runs the offer, and sends the reply there.
 async fn answer(
     env: &Env,
     config: &Config,
     sqs_config: &SqsConfig,
     incoming: &Incoming,
-) -> std::result::Result<(), String> {
+) -> Handled {
     let started = now_ms();
     let created = send(
         sqs_config,
@@ -249,11 +261,11 @@ async fn answer(
         Ok(Some(url)) => url,
         Ok(None) => {
             log::error("snowflake-broker: SQS: CreateQueue gave no QueueUrl");
-            return Ok(());
+            return Handled::Failed;
         }
         Err(e) => {
             log::error(&format!("snowflake-broker: SQS: CreateQueue: {e}"));
-            return Ok(());
+            return Handled::Failed;
         }
     };
     let reply = match handlers::client(config, incoming.body.as_bytes(), None, started) {
@@ -276,12 +288,15 @@ async fn answer(
     // A 1.0 message is always answered 200 (with an error text if refused);
     // anything else was not a client message at all.
     if reply.status != 200 {
-        return Err("refused".to_string());
+        return Handled::Malformed("refused".to_string());
     }
-    if let Err(e) = send(sqs_config, &Call::send(&client_queue, &reply.body), CALL_MS).await {
-        log::error(&format!("snowflake-broker: SQS: SendMessage: {e}"));
+    match send(sqs_config, &Call::send(&client_queue, &reply.body), CALL_MS).await {
+        Ok(_) => Handled::Answered,
+        Err(e) => {
+            log::error(&format!("snowflake-broker: SQS: SendMessage: {e}"));
+            Handled::Failed
+        }
     }
-    Ok(())
 }
 
 /// Deletes client queues unchanged for 2 minutes (`SWEEP`).
@@ -383,6 +398,15 @@ pub fn start_once(env: &Env, ctx: &worker::Context) {
             ));
         }
     });
+}
+
+/// Starts the consumer's loop (from the cron trigger).
+pub async fn start(env: &Env) {
+    if let Err(e) = ask_consumer(env, "/start").await {
+        log::error(&format!(
+            "snowflake-broker: SQS: cannot start the consumer: {e}"
+        ));
+    }
 }
 
 /// The consumer's status line, for `/debug`.

@@ -217,3 +217,17 @@ test("client queues idle past the limit are deleted, others kept (test build: 2 
     sqs.close();
   }
 });
+
+test("the cron trigger starts the consumer before any request arrives", async () => {
+  const sqs = await startSqs();
+  const b = await startBroker({ SQS_QUEUE_URL: QUEUE_URL, SQS_ENDPOINT: sqs.endpoint, ...CREDS });
+  try {
+    assert.equal(await sqs.queueUrl("snowflake-broker"), null, "nothing has started it yet");
+    const worker = await b.mf.getWorker();
+    await worker.scheduled({ cron: "*/10 * * * *" });
+    assert.ok(await sqs.waitForQueue("snowflake-broker"), "the consumer created its queue");
+  } finally {
+    b.close();
+    sqs.close();
+  }
+});

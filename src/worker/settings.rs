@@ -1,6 +1,6 @@
 //! Reading the settings from the Worker's environment, once per isolate.
 
-use crate::config::{is_setting, Config, ConfigError};
+use crate::config::{is_setting, Config, ConfigError, SqsSetting};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
@@ -42,7 +42,14 @@ pub fn load(env: &Env) -> Loaded {
         Err(e) => super::log::error(&format!(
             "snowflake-broker: {e}; matching requests get 500 until it is fixed"
         )),
-        Ok(c) => super::log::set_unsafe(c.unsafe_logging),
+        Ok(c) => {
+            super::log::set_unsafe(c.unsafe_logging);
+            if let SqsSetting::Broken(e) = &c.sqs {
+                super::log::error(&format!(
+                    "snowflake-broker: SQS rendezvous is off: {e}; HTTP and AMP rendezvous are not affected"
+                ));
+            }
+        }
     }
     CACHE.with(|c| *c.borrow_mut() = Some(loaded.clone()));
     loaded

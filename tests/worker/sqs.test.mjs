@@ -185,6 +185,7 @@ test("SQS settings missing or wrong: SQS is off with the reason on /debug; HTTP 
       await b.debug(),
       `${EMPTY_DEBUG}\nSQS rendezvous is off: setting AWS_SECRET_ACCESS_KEY is invalid: it is not set, and SQS_QUEUE_URL needs it (a secret: npx wrangler secret put AWS_SECRET_ACCESS_KEY)`,
     );
+    assert.ok(b.logs.some((l) => l.includes("snowflake-broker: SQS rendezvous is off: setting AWS_SECRET_ACCESS_KEY is invalid")), b.logs.join("\n"));
     await assertRendezvous(b, "http");
   } finally {
     b.close();

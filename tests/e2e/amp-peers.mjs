@@ -13,7 +13,7 @@
 // namespace has no route anywhere.
 
 import path from "node:path";
-import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, proxyArgs, waitForProxyCount } from "./lib.mjs";
+import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, proxyArgs, waitForProxyCount, PROXY_LINES, seen } from "./lib.mjs";
 
 const PUBLISHER = "snowflake-broker.torproject.net";
 const CACHE = "cdn.ampproject.org";
@@ -22,27 +22,16 @@ const CACHE_HOST = "snowflake--broker-torproject-net.cdn.ampproject.org";
 const CACHE_PATH = /^\/c\/s\/snowflake-broker\.torproject\.net\/amp\/client\/0[A-Za-z0-9_-]{12}\/[A-Za-z0-9_-]+$/;
 
 const RE = {
+  ...PROXY_LINES,
   through: /Through AMP cache at: (\S+)/,
   amp: /Negotiating via AMP cache rendezvous\.\.\./,
   http: /Negotiating via HTTP rendezvous/,
-  proxyNat: /NAT type: (\w+)/,
   refused: /WebRTC: no snowflake proxies currently available\s+Retrying/,
   ampStatus: /AMP cache rendezvous response: (.+)$/,
   clientNat: /NAT Type: (\w+)/,
   answer: /Received Answer\./,
   open: /WebRTC: DataChannel\.OnOpen/,
-  // 2.5.1's proxy lines, and 2.10.1's where they differ.
-  offer: /sdp offer successfully received\.|Received Offer From Broker:/,
-  connected: /Connection successful/,
-  relay: /[Cc]onnected to relay: (\S+)/,
 };
-
-function seen(proc, re, deadline) {
-  return proc.waitForLine(re, Math.max(0, deadline - Date.now())).then(
-    () => true,
-    () => false,
-  );
-}
 
 function parseJson(s) {
   try {

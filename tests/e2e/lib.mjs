@@ -336,6 +336,23 @@ export function makeCerts(dir, host) {
   return path.join(dir, "ca.pem");
 }
 
+// What a snowflake-proxy logs when it learns its NAT type, gets an offer, connects to a client
+// and reaches the relay: 2.5.1's lines, and 2.10.1's where they differ.
+export const PROXY_LINES = {
+  proxyNat: /NAT type: (\w+)/,
+  offer: /sdp offer successfully received\.|Received Offer From Broker:/,
+  connected: /Connection successful/,
+  relay: /[Cc]onnected to relay: (\S+)/,
+};
+
+// Resolves to true when `re` appears in `proc`'s output before `deadline`.
+export function seen(proc, re, deadline) {
+  return proc.waitForLine(re, Math.max(0, deadline - Date.now())).then(
+    () => true,
+    () => false,
+  );
+}
+
 // The flags every test's snowflake-proxy runs with: its broker URL, the namespace's STUN server
 // and relay, the run's relay pattern, verbose logs with addresses, no NAT retest, one client
 // at a time; then its version's own flags (`peers.proxyFlags`).

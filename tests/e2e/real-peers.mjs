@@ -6,26 +6,14 @@
 // that each proxy has an address of its own, as on the Internet.
 
 import path from "node:path";
-import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, proxyArgs, sleep, waitForProxyCount } from "./lib.mjs";
+import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardBrokerInto, proxyArgs, sleep, waitForProxyCount, PROXY_LINES, seen } from "./lib.mjs";
 
-// 2.5.1's log lines, and 2.10.1's where they differ.
 const RE = {
-  proxyNat: /NAT type: (\w+)/,
-  offer: /sdp offer successfully received\.|Received Offer From Broker:/,
-  connected: /Connection successful/,
-  relay: /[Cc]onnected to relay: (\S+)/,
+  ...PROXY_LINES,
   clientNat: /NAT Type: (\w+)/,
   answer: /Received Answer\./,
   open: /WebRTC: DataChannel\.OnOpen/,
 };
-
-// Resolves to true when re appears in proc's output before the deadline.
-function seen(proc, re, deadline) {
-  return proc.waitForLine(re, Math.max(0, deadline - Date.now())).then(
-    () => true,
-    () => false,
-  );
-}
 
 // `peers`: { version, proxy, client }, the version's label and its two binaries.
 export async function realPeersTest(runner, broker, { peers, proxies: nProxies = 3, clients: nClients = 3, relayPattern, requireRelay = true, timeoutMs = 60000 }) {

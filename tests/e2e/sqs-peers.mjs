@@ -8,7 +8,7 @@
 // through SQS and open its data channel to the proxy, which must reach the relay.
 
 import path from "node:path";
-import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardInto, proxyArgs, makeCerts, waitForProxyCount } from "./lib.mjs";
+import { E2E_DIR, NS, FINGERPRINT, Checks, createNetns, forwardBrokerForPeer, forwardInto, proxyArgs, makeCerts, waitForProxyCount, PROXY_LINES, seen } from "./lib.mjs";
 
 export const SQS_HOST = "sqs.us-east-1.amazonaws.com";
 export const SQS_QUEUE_URL = `https://${SQS_HOST}/123456789012/snowflake-broker`;
@@ -18,22 +18,12 @@ const INTERCEPT = "127.0.0.1:8443";
 const MOTO_IN_NS = "127.0.0.1:5000";
 
 const RE = {
-  proxyNat: /NAT type: (\w+)/,
+  ...PROXY_LINES,
   sqs: /Negotiating via SQS Queue rendezvous/,
   http: /Negotiating via HTTP rendezvous/,
   answer: /Received Answer\./,
   open: /WebRTC: DataChannel\.OnOpen/,
-  offer: /Received Offer From Broker:/,
-  connected: /Connection successful/,
-  relay: /[Cc]onnected to relay: (\S+)/,
 };
-
-function seen(proc, re, deadline) {
-  return proc.waitForLine(re, Math.max(0, deadline - Date.now())).then(
-    () => true,
-    () => false,
-  );
-}
 
 /** A bridge-line value, escaped as goptlib reads it (`\\`, `;`, `=`). */
 const escapeArg = (s) => s.replace(/[\\;=]/g, (c) => `\\${c}`);

@@ -21,6 +21,9 @@
 // (non-empty) is passed to the Worker as a string binding, under the same name as the
 // wrangler [vars].
 //
+// WORKERD_VERBOSE=1 (with --runtime workerd) adds workerd's --verbose: its own diagnostics
+// (uncaught exceptions, broken connections) go to --log beside the Worker's lines.
+//
 // Prints one line {"event":"ready","url":"http://127.0.0.1:PORT/","pid":<pid>,"runtime":…}
 // on stdout once the Worker answers (pid: the workerd process). The Worker's own output (one
 // JSON line per request) goes to --log (default: discarded). SIGTERM/SIGINT stop it.
@@ -137,7 +140,7 @@ ${vars}  ],
 `,
   );
   const out = values.log ? fs.openSync(values.log, "w") : "ignore";
-  const child = spawn(binary, ["serve", path.join(dir, "config.capnp"), "--experimental"], {
+  const child = spawn(binary, ["serve", path.join(dir, "config.capnp"), "--experimental", ...(process.env.WORKERD_VERBOSE ? ["--verbose"] : [])], {
     cwd: dir,
     stdio: ["ignore", out, out],
   });

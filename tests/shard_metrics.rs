@@ -504,3 +504,41 @@ fn a_poll_too_soon_is_answered_at_once_and_counted_as_n_counts_it() {
         "{prom}"
     );
 }
+
+#[test]
+fn a_poll_deadline_counts_from_when_the_worker_took_it() {
+    let now = START * 1000;
+    let mut s = shard();
+    // Taken by the Worker 300 ms before it reached the shard: the shard
+    // ends it when the Worker's own wait (from the same moment) expects.
+    let late = PollRequest {
+        at: Some(now - 300),
+        ..poll(
+            "late",
+            Nat::Unrestricted,
+            ProxyType::Standalone,
+            "192.0.2.1",
+            "DE",
+        )
+    };
+    let Started::Parked { deadline, .. } = s.poll(now, late).start else {
+        panic!("the poll should park");
+    };
+    assert_eq!(deadline, now - 300 + 10_000);
+    // A Worker clock ahead of the shard's never makes a poll outlive the
+    // shard's own deadline.
+    let ahead = PollRequest {
+        at: Some(now + 5_000),
+        ..poll(
+            "ahead",
+            Nat::Unrestricted,
+            ProxyType::Standalone,
+            "192.0.2.2",
+            "DE",
+        )
+    };
+    let Started::Parked { deadline, .. } = s.poll(now, ahead).start else {
+        panic!("the poll should park");
+    };
+    assert_eq!(deadline, now + 10_000);
+}

@@ -220,7 +220,11 @@ impl Shard {
                 return Step::now(PollReply::TooSoon(left));
             }
         }
-        match self.engine.poll(now, poll, owner) {
+        // The deadline counts from when the Worker took the poll (never
+        // later than now), as the Worker's own bounded wait does: time the
+        // poll spent on the hop or queued here does not eat the Worker's
+        // margin, so a busy shard still answers before the Worker gives up.
+        match self.engine.poll(at.min(now), poll, owner) {
             PollStart::Parked {
                 ticket,
                 deadline,

@@ -44,6 +44,10 @@ const PUT_BATCH: usize = 128;
 /// after 10 s, losing what it counted since the last save.
 const IDLE_SAVE_MS: u64 = 1_000;
 
+/// A deadline timer this late has used up half the Worker's margin
+/// (src/worker/mod.rs, `MARGIN_MS`): worth a log line.
+const LATE_TIMER_MS: u64 = 250;
+
 fn address_prefix(period_start: u64) -> String {
     format!("{ADDRESS_PREFIX}{period_start:020}:")
 }
@@ -104,6 +108,15 @@ impl Inner {
             Either::Left((received, _)) => received.ok(),
             Either::Right((Either::Left(((), _)), _)) => {
                 let end = bucket_end(deadline);
+                // One line per late bucket (the first request woken ends
+                // the rest): it explains the Worker's "did not reply in
+                // time" for the requests of that bucket.
+                let late = now_ms().saturating_sub(end);
+                if late >= LATE_TIMER_MS {
+                    super::log::error(&format!(
+                        "snowflake-broker: matcher: a deadline timer fired {late} ms late (the object's thread was busy)"
+                    ));
+                }
                 self.timers.forget_until(end);
                 // Timers may fire a little early by the clock; the bucket's
                 // end is the time every deadline in it is due.

@@ -24,6 +24,9 @@
 // WORKERD_VERBOSE=1 (with --runtime workerd) adds workerd's --verbose: its own diagnostics
 // (uncaught exceptions, broken connections) go to --log beside the Worker's lines.
 //
+// WORKERD_INSPECTOR=127.0.0.1:9229 (with --runtime workerd) opens V8's inspector there, for
+// heap figures and snapshots of the running isolates (bench/heap.mjs reads them).
+//
 // Prints one line {"event":"ready","url":"http://127.0.0.1:PORT/","pid":<pid>,"runtime":…}
 // on stdout once the Worker answers (pid: the workerd process). The Worker's own output (one
 // JSON line per request) goes to --log (default: discarded). SIGTERM/SIGINT stop it.
@@ -140,7 +143,11 @@ ${vars}  ],
 `,
   );
   const out = values.log ? fs.openSync(values.log, "w") : "ignore";
-  const child = spawn(binary, ["serve", path.join(dir, "config.capnp"), "--experimental", ...(process.env.WORKERD_VERBOSE ? ["--verbose"] : [])], {
+  const extra = [
+    ...(process.env.WORKERD_VERBOSE ? ["--verbose"] : []),
+    ...(process.env.WORKERD_INSPECTOR ? [`--inspector-addr=${process.env.WORKERD_INSPECTOR}`] : []),
+  ];
+  const child = spawn(binary, ["serve", path.join(dir, "config.capnp"), "--experimental", ...extra], {
     cwd: dir,
     stdio: ["ignore", out, out],
   });

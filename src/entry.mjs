@@ -16,23 +16,38 @@ export { Matcher, SqsConsumer };
 /** The header that asks the module for an endpoint's failure reply, without the matcher. */
 const STRANDED = "x-snowflake-broker-stranded";
 
+/** The endpoint's failure reply, from a fresh instance of the module. */
+function stranded(ctx, env, request) {
+  const headers = new Headers({ [STRANDED]: "1" });
+  const accept = request.headers.get("Accept-Encoding");
+  if (accept) headers.set("Accept-Encoding", accept);
+  return new Broker(ctx, env).fetch(new Request(request.url, { method: request.method, headers }));
+}
+
 export default class extends WorkerEntrypoint {
   fetch(request) {
-    let fire;
-    const guard = new Promise((resolve) => (fire = resolve));
-    let timer;
-    request.snowflakeGuard = (ms) => {
-      clearTimeout(timer);
-      timer = setTimeout(fire, ms);
-    };
-    const served = new Broker(this.ctx, this.env).fetch(request);
-    const stranded = guard.then(() => {
-      const headers = new Headers({ [STRANDED]: "1" });
-      const accept = request.headers.get("Accept-Encoding");
-      if (accept) headers.set("Accept-Encoding", accept);
-      return new Broker(this.ctx, this.env).fetch(new Request(request.url, { method: request.method, headers }));
+    // One promise per request, and a timer only once the guard is armed:
+    // this runs for every request, so it stays as cheap as it can be.
+    return new Promise((resolve, reject) => {
+      let timer;
+      request.snowflakeGuard = (ms) => {
+        if (timer !== undefined) clearTimeout(timer);
+        timer = setTimeout(() => resolve(stranded(this.ctx, this.env, request)), ms);
+      };
+      const settled = () => {
+        if (timer !== undefined) clearTimeout(timer);
+      };
+      new Broker(this.ctx, this.env).fetch(request).then(
+        (response) => {
+          settled();
+          resolve(response);
+        },
+        (error) => {
+          settled();
+          reject(error);
+        },
+      );
     });
-    return Promise.race([served, stranded]).finally(() => clearTimeout(timer));
   }
 
   /** The cron trigger (wrangler.toml `[triggers]`): keeps the SQS consumer running. */

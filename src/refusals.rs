@@ -1,7 +1,11 @@
 //! Polls the matcher lately refused at once, remembered by the Worker for a
 //! moment so that a flood's re-polls are answered without a matcher
 //! request: an address holding `MAX_POLLS_PER_ADDRESS` sessions, and an
-//! address and pool told `polled too soon` (`PROXY_POLL_INTERVAL_MS`).
+//! address and pool told `polled too soon` (`PROXY_POLL_INTERVAL_MS`). And
+//! polls to a shard that just reported `MAX_PARKED_POLLS` parked
+//! ([`crate::matcher::routing::Board::full`]): past capacity, refusing must
+//! cost far less than serving, or proxies that re-poll at once keep the
+//! shard's one thread busy refusing while honest requests queue.
 //!
 //! A flood that ignores `NextPoll` re-polls as fast as it is answered; if
 //! every refusal cost a Worker-to-matcher hop, the matcher (one thread)
@@ -17,12 +21,13 @@
 //! Addresses are kept only in memory, for at most [`REMEMBER_MS`], and only
 //! as the prefix the matcher counts by (an IPv6 /64); never stored or logged.
 
+use crate::matcher::api::{ProxyAddress, RefusedAddress};
 use crate::matcher::PollReply;
 use crate::metrics::counted_prefix;
 use crate::metrics::recorder::{Refusal, RefusedPolls};
 use crate::protocol::nat::{Nat, Pool};
 use crate::protocol::proxy::ProxyType;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 /// How long an isolate answers a refused address itself.
@@ -36,6 +41,11 @@ pub const CAPACITY: usize = 10_000;
 /// country) one isolate tallies at most before they are sent; past that a
 /// new kind is not answered from memory but sent to the matcher as usual.
 pub const TALLY_CAPACITY: usize = 4_096;
+
+/// Addresses of polls refused as full one isolate holds at most until it
+/// sends them; a poll whose address would be one more is sent to the
+/// matcher instead, so that every polling address is still counted.
+pub const ADDRESS_CAPACITY: usize = 4_096;
 
 /// One kind of refused poll, and the shard that refused it first.
 type TallyKey = (u32, Refusal, Nat, ProxyType, bool, Option<String>);
@@ -54,6 +64,10 @@ pub struct RecentRefusals {
     entries: HashMap<(IpAddr, Option<usize>), Entry>,
     /// Refusals answered from memory and not yet sent to their shard.
     unsent: HashMap<TallyKey, u64>,
+    /// By shard: the addresses of polls refused as full, not yet sent.
+    full_addresses: HashMap<u32, HashSet<RefusedAddress>>,
+    /// How many addresses `full_addresses` holds in all.
+    addresses_held: usize,
 }
 
 /// What the Worker knows of a poll it may refuse itself.
@@ -79,6 +93,45 @@ impl RecentRefusals {
             PollReply::TooSoon(_) => Refusal::TooSoon,
             _ => Refusal::AddressFull,
         };
+        self.tally(poll, refusal).then_some(reply)
+    }
+
+    /// The reply to give `poll`, whose shard is full (the caller read that
+    /// from the board), without asking the matcher: tallied, its `address`
+    /// kept for the shard to count. None when the memory for either is
+    /// full: the poll then goes to the matcher, which refuses and counts it.
+    pub fn refuse_full(
+        &mut self,
+        poll: &PollSeen<'_>,
+        address: Option<ProxyAddress>,
+    ) -> Option<PollReply> {
+        let address = address.map(|address| RefusedAddress {
+            address,
+            country: poll.country.map(str::to_string),
+            nat: poll.nat,
+            proxy_type: poll.proxy_type,
+        });
+        let known = address.as_ref().is_none_or(|a| {
+            self.full_addresses
+                .get(&poll.shard)
+                .is_some_and(|set| set.contains(a))
+        });
+        if !known && self.addresses_held >= ADDRESS_CAPACITY {
+            return None;
+        }
+        if !self.tally(poll, Refusal::Full) {
+            return None;
+        }
+        if let (Some(a), false) = (address, known) {
+            self.full_addresses.entry(poll.shard).or_default().insert(a);
+            self.addresses_held = self.addresses_held.saturating_add(1);
+        }
+        Some(PollReply::Refused)
+    }
+
+    /// Counts one refused `poll` for its shard; false (not counted) if the
+    /// tally has no room for a new kind.
+    fn tally(&mut self, poll: &PollSeen<'_>, refusal: Refusal) -> bool {
         let key = (
             poll.shard,
             refusal,
@@ -92,9 +145,21 @@ impl RecentRefusals {
         } else if self.unsent.len() < TALLY_CAPACITY {
             self.unsent.insert(key, 1);
         } else {
-            return None;
+            return false;
         }
-        Some(reply)
+        true
+    }
+
+    /// The addresses of polls refused as full for `shard`, to send with a
+    /// poll to it.
+    pub fn take_addresses(&mut self, shard: u32) -> Vec<RefusedAddress> {
+        let taken: Vec<RefusedAddress> = self
+            .full_addresses
+            .remove(&shard)
+            .map(|set| set.into_iter().collect())
+            .unwrap_or_default();
+        self.addresses_held = self.addresses_held.saturating_sub(taken.len());
+        taken
     }
 
     /// The refusals tallied for `shard`, to send with a poll to it.
@@ -180,6 +245,43 @@ impl RecentRefusals {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// Polls one isolate holds in flight at most in [`PollsInFlight`]; past
+/// that a new one is not tracked (a poll replacing it may then be refused
+/// as full, as from another isolate).
+pub const IN_FLIGHT_CAPACITY: usize = 100_000;
+
+/// The Sids of the polls this isolate has sent to a shard and not yet had
+/// replies for, each until its deadline has surely passed. A new poll
+/// under one of them replaces that poll, which a full shard accepts (the
+/// count stays the same), so it is never refused from the board.
+#[derive(Debug, Default)]
+pub struct PollsInFlight {
+    until: HashMap<String, u64>,
+}
+
+impl PollsInFlight {
+    /// A poll under `sid` was sent; it ends by `until` whatever happens.
+    pub fn begin(&mut self, sid: &str, until: u64, now: u64) {
+        if self.until.len() >= IN_FLIGHT_CAPACITY {
+            // Replies that never came (their requests were cancelled).
+            self.until.retain(|_, u| *u > now);
+        }
+        if self.until.len() < IN_FLIGHT_CAPACITY || self.until.contains_key(sid) {
+            self.until.insert(sid.to_string(), until);
+        }
+    }
+
+    /// The poll under `sid` has its reply.
+    pub fn end(&mut self, sid: &str) {
+        self.until.remove(sid);
+    }
+
+    /// Whether a poll under `sid` is in flight at `now`.
+    pub fn holds(&self, sid: &str, now: u64) -> bool {
+        self.until.get(sid).is_some_and(|u| *u > now)
     }
 }
 
@@ -271,6 +373,70 @@ mod tests {
             (Refusal::TooSoon, 4, Some("DE"))
         );
         assert!(r.take(3).is_empty(), "sent once");
+    }
+
+    #[test]
+    fn polls_to_a_full_shard_are_tallied_with_each_address_once() {
+        let mut r = RecentRefusals::default();
+        let (a, b) = (ip("198.51.100.1"), ip("198.51.100.2"));
+        let key = |ip| Some(ProxyAddress::Ip(ip));
+        for _ in 0..3 {
+            assert_eq!(r.refuse_full(&seen(a, 1), key(a)), Some(PollReply::Refused));
+        }
+        assert_eq!(r.refuse_full(&seen(b, 1), key(b)), Some(PollReply::Refused));
+        let polls = r.take(1);
+        assert_eq!(polls.len(), 1);
+        assert_eq!((polls[0].refusal, polls[0].count), (Refusal::Full, 4));
+        let mut addresses: Vec<_> = r.take_addresses(1).into_iter().map(|x| x.address).collect();
+        addresses.sort_by_key(|x| format!("{x:?}"));
+        assert_eq!(addresses, vec![key(a).unwrap(), key(b).unwrap()]);
+        assert!(r.take_addresses(1).is_empty(), "sent once");
+        assert_eq!(r.addresses_held, 0);
+    }
+
+    #[test]
+    fn a_new_address_past_the_address_memory_goes_to_the_matcher() {
+        let mut r = RecentRefusals::default();
+        let at = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        for i in 0..ADDRESS_CAPACITY as u32 {
+            let a = at(i);
+            assert!(r
+                .refuse_full(&seen(a, 0), Some(ProxyAddress::Ip(a)))
+                .is_some());
+        }
+        let new = at(ADDRESS_CAPACITY as u32);
+        assert_eq!(
+            r.refuse_full(&seen(new, 0), Some(ProxyAddress::Ip(new))),
+            None
+        );
+        // One already held is still refused here, and after a send there is room.
+        let old = at(0);
+        assert!(r
+            .refuse_full(&seen(old, 0), Some(ProxyAddress::Ip(old)))
+            .is_some());
+        assert_eq!(r.take_addresses(0).len(), ADDRESS_CAPACITY);
+        assert!(r
+            .refuse_full(&seen(new, 0), Some(ProxyAddress::Ip(new)))
+            .is_some());
+    }
+
+    #[test]
+    fn a_poll_in_flight_is_held_until_its_reply_or_its_time() {
+        let mut f = PollsInFlight::default();
+        assert!(!f.holds("a", 0));
+        f.begin("a", 10_000, 0);
+        assert!(f.holds("a", 9_999));
+        assert!(!f.holds("a", 10_000), "a reply that never came");
+        assert!(!f.holds("b", 1));
+        f.end("a");
+        assert!(!f.holds("a", 1));
+        for i in 0..IN_FLIGHT_CAPACITY {
+            f.begin(&format!("s{i}"), 10_000, 0);
+        }
+        f.begin("late", 30_000, 5_000);
+        assert!(!f.holds("late", 5_001), "full of live polls: not tracked");
+        f.begin("late", 30_000, 10_000);
+        assert!(f.holds("late", 10_001), "the lapsed ones made room");
     }
 
     #[test]

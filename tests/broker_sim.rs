@@ -133,6 +133,7 @@ impl Sim {
             },
             at: None,
             refused_meanwhile: Vec::new(),
+            refused_addresses: Vec::new(),
         };
         let step = self.shard.poll(self.now, request);
         match step.start {

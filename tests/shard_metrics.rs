@@ -54,6 +54,7 @@ fn poll(sid: &str, nat: Nat, kind: ProxyType, ip: &str, cc: &str) -> PollRequest
         },
         at: None,
         refused_meanwhile: Vec::new(),
+        refused_addresses: Vec::new(),
     }
 }
 
@@ -541,4 +542,68 @@ fn a_poll_deadline_counts_from_when_the_worker_took_it() {
         panic!("the poll should park");
     };
     assert_eq!(deadline, now + 10_000);
+}
+
+/// A poll the Worker refused itself because the shard was full (src/refusals.rs) is
+/// counted, once sent along with a later poll, exactly as the shard counts a poll it
+/// refuses as full: the poll, its idle end, its country, and its address in the set.
+#[test]
+fn polls_refused_as_full_by_the_worker_count_as_the_shard_counts_them() {
+    use snowflake_broker::matcher::api::RefusedAddress;
+    use snowflake_broker::metrics::recorder::{Refusal, RefusedPolls};
+    let full_shard = || {
+        let mut s = Shard::new(
+            Settings {
+                max_parked_polls: 1,
+                ..shard().engine().settings()
+            },
+            PERIOD,
+            START,
+            [7; 16],
+        );
+        let now = START * 1000;
+        let first = s.poll(
+            now,
+            poll("a", Nat::Unrestricted, ProxyType::Badge, "192.0.2.1", "CA"),
+        );
+        assert!(matches!(first.start, Started::Parked { .. }));
+        s
+    };
+    let now = START * 1000 + 1;
+    let mut by_shard = full_shard();
+    let refused = by_shard.poll(
+        now,
+        poll("b", Nat::Restricted, ProxyType::Webext, "192.0.2.2", "IR"),
+    );
+    assert!(matches!(refused.start, Started::Now(PollReply::Refused)));
+
+    let mut by_worker = full_shard();
+    by_worker.expire(now); // nothing due: the first poll stays
+    let mut carrier = poll("a", Nat::Unrestricted, ProxyType::Badge, "192.0.2.1", "CA");
+    carrier.refused_meanwhile = vec![RefusedPolls {
+        refusal: Refusal::Full,
+        nat: Nat::Restricted,
+        proxy_type: ProxyType::Webext,
+        with_relay_pattern: false,
+        country: Some("IR".into()),
+        count: 1,
+    }];
+    carrier.refused_addresses = vec![RefusedAddress {
+        address: ProxyAddress::Ip("192.0.2.2".parse().unwrap()),
+        country: Some("IR".into()),
+        nat: Nat::Restricted,
+        proxy_type: ProxyType::Webext,
+    }];
+    // The carrier replaces the first poll (same Sid): one more poll for both shards.
+    let _ = by_worker.poll(now, carrier);
+    let _ = by_shard.poll(
+        now,
+        poll("a", Nat::Unrestricted, ProxyType::Badge, "192.0.2.1", "CA"),
+    );
+
+    let live = |s: &Shard| merge::prometheus_text([s.live_metrics()]);
+    assert_eq!(live(&by_worker), live(&by_shard));
+    let block = flush(&mut by_shard);
+    assert_eq!(flush(&mut by_worker), block);
+    assert_eq!(field(&block, "snowflake-ips-total"), "2", "{block}");
 }

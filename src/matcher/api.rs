@@ -37,7 +37,7 @@ pub struct ProxySeen {
 
 /// A proxy's address, for the unique-address metrics and
 /// `MAX_POLLS_PER_ADDRESS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ProxyAddress {
     /// Hashed by the Worker with the deployment's key for the period
     /// ([`PeriodKeyRequest`]), so every shard counts an address alike.
@@ -62,6 +62,20 @@ pub struct PollRequest {
     /// for this shard to count (src/refusals.rs).
     #[serde(default)]
     pub refused_meanwhile: Vec<RefusedPolls>,
+    /// The addresses of the polls among those refused as full, for the
+    /// period's address set (each once per isolate and send).
+    #[serde(default)]
+    pub refused_addresses: Vec<RefusedAddress>,
+}
+
+/// The address of a poll a Worker isolate refused as full (src/refusals.rs),
+/// with what the shard records of an address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RefusedAddress {
+    pub address: ProxyAddress,
+    pub country: Option<String>,
+    pub nat: Nat,
+    pub proxy_type: ProxyType,
 }
 
 /// How a proxy poll ended.
@@ -378,6 +392,12 @@ mod tests {
                 with_relay_pattern: true,
                 country: Some("IR".into()),
                 count: 12,
+            }],
+            refused_addresses: vec![RefusedAddress {
+                address: ProxyAddress::Ip("2001:db8::1".parse().unwrap()),
+                country: None,
+                nat: Nat::Unrestricted,
+                proxy_type: ProxyType::Webext,
             }],
         });
         round_trip(OfferRequest {

@@ -162,6 +162,7 @@ impl Deployment {
             },
             at: Some(now),
             refused_meanwhile: Vec::new(),
+            refused_addresses: Vec::new(),
         };
         let Some(s) = self.shards.get_mut(shard as usize) else {
             return Begun::Now(PollReply::Refused);

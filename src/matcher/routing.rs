@@ -129,6 +129,12 @@ struct Entry {
     shed_until: Millis,
 }
 
+/// How long a shard's report that it holds `MAX_PARKED_POLLS` is believed:
+/// polls to it are refused in the Worker meanwhile, without a request
+/// (src/refusals.rs). Every reply from the shard renews the report, so a
+/// shard with room again is found within this long.
+pub const FULL_FRESH_MS: Millis = 1_000;
+
 /// How long a shard that failed a call is passed over by offers.
 pub const SHED_MS: Millis = 1_000;
 
@@ -178,6 +184,19 @@ impl Board {
                 }
             }
         }
+    }
+
+    /// Whether `shard` held `limit` polls or more in its report of less
+    /// than [`FULL_FRESH_MS`] before `now` (with the polls this isolate has
+    /// sent it since): a poll to it would only be refused.
+    pub fn full(&self, shard: u32, limit: usize, now: Millis) -> bool {
+        self.shards.get(shard as usize).is_some_and(|e| {
+            let parked: u64 = e.pools.iter().map(|h| u64::from(h.parked)).sum();
+            let fresh = e
+                .seen_at
+                .is_some_and(|t| now.saturating_sub(t) < FULL_FRESH_MS);
+            fresh && parked >= limit as u64
+        })
     }
 
     /// `shard` was overloaded or unreachable: offers pass it over for a while.
@@ -255,6 +274,21 @@ mod tests {
             parked,
             next: (parked > 0).then_some((0, 0)),
         })
+    }
+
+    #[test]
+    fn a_full_report_is_believed_for_a_moment_and_polls_sent_count() {
+        let mut b = Board::new(2);
+        assert!(!b.full(0, 10, 0), "never heard of: ask");
+        b.note_summary(0, pools([4, 5, 0]), 1_000);
+        assert!(!b.full(0, 10, 1_000));
+        b.note_poll(0, Nat::Restricted, 0, 20_000);
+        assert!(b.full(0, 10, 1_000), "9 reported + 1 sent since");
+        assert!(b.full(0, 10, 1_000 + FULL_FRESH_MS - 1));
+        assert!(!b.full(0, 10, 1_000 + FULL_FRESH_MS), "stale: ask again");
+        assert!(!b.full(1, 10, 1_000), "only the shard that reported");
+        b.note_summary(0, pools([4, 5, 0]), 1_500);
+        assert!(!b.full(0, 10, 1_500), "a reply with room clears it");
     }
 
     #[test]

@@ -191,6 +191,14 @@ impl Shard {
         Done
     }
 
+    /// The keyed hash an address counts under here.
+    fn address_key(&self, address: ProxyAddress) -> IpKey {
+        match address {
+            ProxyAddress::Key(key) => key,
+            ProxyAddress::Ip(ip) => self.hasher.key(ip),
+        }
+    }
+
     /// A proxy poll: refused at once, or parked until a client's offer or
     /// its deadline. `wakes` are replies now due to other parked requests
     /// (an earlier poll under the same Sid).
@@ -200,18 +208,22 @@ impl Shard {
             seen,
             at,
             refused_meanwhile,
+            refused_addresses,
         } = request;
         for refused in &refused_meanwhile {
             self.metrics.refused_by_worker(refused);
+        }
+        for refused in refused_addresses {
+            let key = self.address_key(refused.address);
+            let country = Country::new(refused.country.as_deref());
+            self.metrics
+                .address_refused_by_worker(key, country, refused.nat, refused.proxy_type);
         }
         let at = at.unwrap_or(now);
         let pool = poll.nat.proxy_pool();
         let (nat, kind) = (poll.nat, poll.proxy_type);
         self.metrics.proxy_poll(nat, kind, seen.with_relay_pattern);
-        let owner = seen.address.map(|address| match address {
-            ProxyAddress::Key(key) => key,
-            ProxyAddress::Ip(ip) => self.hasher.key(ip),
-        });
+        let owner = seen.address.map(|address| self.address_key(address));
         if let Some(key) = owner {
             self.metrics
                 .proxy_accepted(key, Country::new(seen.country.as_deref()), nat, kind);

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum Refusal {
     TooSoon,
     AddressFull,
+    /// The shard held `MAX_PARKED_POLLS` when it last reported its pools.
+    Full,
 }
 
 /// Polls of one kind a Worker isolate refused itself since its last poll
@@ -119,11 +121,25 @@ impl BrokerMetrics {
             .proxies_seen(Country::new(country.as_deref()), nat, kind, n);
         match refusal {
             Refusal::TooSoon => self.lifetime.proxy_too_soon(nat, kind, n),
-            Refusal::AddressFull => {
+            Refusal::AddressFull | Refusal::Full => {
                 self.period.proxy_idles(n);
                 self.lifetime.proxy_polls_done(nat, kind, false, n);
             }
         }
+    }
+
+    /// An address a Worker isolate refused as `Full` without asking, for
+    /// the period's set of proxy addresses: the shard counts the address of
+    /// every poll it refuses as full, so these are counted alike (the polls
+    /// themselves were counted by [`Self::refused_by_worker`]).
+    pub fn address_refused_by_worker(
+        &mut self,
+        ip: IpKey,
+        country: Country,
+        nat: Nat,
+        kind: ProxyType,
+    ) {
+        self.period.proxy_seen(ip, country, nat, kind);
     }
 
     /// The poll was answered `client match` (whether or not an answer

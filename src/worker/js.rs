@@ -59,11 +59,16 @@ impl Caller {
     }
 
     /// Asks the entry to answer the request itself after `ms` if the module
-    /// has not by then (it has trapped).
-    pub fn guard(&self, ms: u64) {
-        if let Some(guard) = &self.guard {
-            let _ = guard.call1(&JsValue::UNDEFINED, &JsValue::from_f64(ms as f64));
-        }
+    /// has not by then (it trapped, or the matcher never replied); true if
+    /// it will. The guard is then what bounds the wait: one timer per
+    /// request, not one more per matcher call.
+    pub fn guard(&self, ms: u64) -> bool {
+        let Some(guard) = &self.guard else {
+            return false;
+        };
+        guard
+            .call1(&JsValue::UNDEFINED, &JsValue::from_f64(ms as f64))
+            .is_ok()
     }
 }
 
@@ -86,10 +91,13 @@ pub fn aborted(signal: &Option<JsValue>) -> Aborted {
     JsFuture::from(promise).map(|_| ()).boxed_local()
 }
 
-/// `AbortSignal.timeout(ms)`, combined with the caller's signal when there
-/// is one (`AbortSignal.any`): the call is abandoned at its deadline, or as
-/// soon as the caller goes away, whichever comes first.
-fn call_signal(caller: &Option<JsValue>, timeout_ms: u64) -> Option<JsValue> {
+/// The call's signal: the caller's, so that the matcher forgets a request
+/// whose caller went away; with a `timeout_ms`, `AbortSignal.timeout(ms)`
+/// too (`AbortSignal.any`), so the call is also abandoned at its deadline.
+fn call_signal(caller: &Option<JsValue>, timeout_ms: Option<u64>) -> Option<JsValue> {
+    let Some(timeout_ms) = timeout_ms else {
+        return caller.clone();
+    };
     let class = get(&js_sys::global(), "AbortSignal")?;
     let ms = JsValue::from_f64(timeout_ms as f64);
     let timeout = method(&class, "timeout").ok()?.call1(&class, &ms).ok()?;
@@ -109,15 +117,16 @@ async fn promised(value: Result<JsValue, JsValue>) -> Result<JsValue, JsValue> {
 }
 
 /// Makes call `C` on the matcher object named `shard` of binding `binding`
-/// and reads its reply, abandoning it after `timeout_ms` or when the
-/// caller's `signal` fires.
+/// and reads its reply, abandoning it when the caller's `signal` fires or
+/// after `timeout_ms` (None: the caller's guard bounds the wait instead,
+/// [`Caller::guard`]).
 pub async fn call<C: Call>(
     env: &worker::Env,
     binding: &str,
     shard: &str,
     call: &C,
     signal: &Option<JsValue>,
-    timeout_ms: u64,
+    timeout_ms: Option<u64>,
 ) -> Result<Answered<C::Reply>, CallError> {
     let unreachable = |e: String| CallError::Unreachable(e);
     let body = serde_json::to_vec(call).map_err(|e| CallError::BadReply(e.to_string()))?;

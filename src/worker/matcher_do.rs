@@ -87,7 +87,7 @@ impl Inner {
         step: Step<R>,
         park: fn(&mut Waiters, Ticket) -> oneshot::Receiver<R>,
         fallback: R,
-        caller_left: js::Aborted,
+        caller: Option<JsValue>,
     ) -> R {
         let (ticket, deadline) = match step.start {
             Started::Now(reply) => {
@@ -104,6 +104,8 @@ impl Inner {
             armed: true,
         };
         let timer = self.timers.for_deadline(deadline, now_ms());
+        // Listened to only by requests that park: most calls end at once.
+        let caller_left = js::aborted(&caller);
         let reply = match select(&mut rx, select(timer, caller_left)).await {
             Either::Left((received, _)) => received.ok(),
             Either::Right((Either::Left(((), _)), _)) => {
@@ -259,7 +261,7 @@ impl DurableObject for Matcher {
         if path == "/fault/trap" {
             core::arch::wasm32::unreachable();
         }
-        let caller_left = js::aborted(&js::request_signal(&req));
+        let caller = js::request_signal(&req);
         let body = req.bytes().await?;
         let now = now_ms();
         match path.as_str() {
@@ -269,7 +271,7 @@ impl DurableObject for Matcher {
                 };
                 let step = inner.shard.borrow_mut().poll(now, call);
                 let reply = inner
-                    .settle(step, Waiters::park_poll, PollReply::NoMatch, caller_left)
+                    .settle(step, Waiters::park_poll, PollReply::NoMatch, caller)
                     .await;
                 self.keep_saving(&inner).await;
                 reply_json(&inner, &reply)
@@ -285,12 +287,7 @@ impl DurableObject for Matcher {
                         inner.count(|r| r.offers_ended = r.offers_ended.saturating_add(1));
                         OfferOutcome::Ended(
                             inner
-                                .settle(
-                                    step,
-                                    Waiters::park_offer,
-                                    OfferReply::TimedOut,
-                                    caller_left,
-                                )
+                                .settle(step, Waiters::park_offer, OfferReply::TimedOut, caller)
                                 .await,
                         )
                     }

@@ -21,7 +21,7 @@ use crate::matcher::routing::{self, Board};
 use crate::metrics::IpHasher;
 use crate::metrics::Rendezvous;
 use crate::protocol::READ_LIMIT;
-use crate::refusals::{PollSeen, RecentRefusals};
+use crate::refusals::{PollSeen, PollsInFlight, RecentRefusals};
 use crate::routes::{self, Route};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -97,9 +97,11 @@ fn shard_name(shard: u32) -> String {
 /// deadline within its 100 ms timer bucket, so 500 ms leaves room for that
 /// and the hop, and a lost request still ends within 1 s of its deadline.
 const MARGIN_MS: u64 = 500;
-/// How much later than the Worker's own bounded wait the entry's guard
-/// answers a request whose module trapped (src/entry.mjs): the deadline
-/// plus 0.5 s plus this is still well within 1 s of the deadline.
+/// How much later than that the entry's guard (src/entry.mjs) answers a
+/// request still waiting, with its endpoint's failure reply: the module
+/// trapped, or the matcher never replied. The deadline plus 0.5 s plus
+/// this is still within 1 s of the deadline. (Calls without a guard, the
+/// SQS consumer's, abandon the matcher at the margin instead.)
 const GUARD_MS: u64 = 200;
 /// The header with which the entry asks for an endpoint's failure reply
 /// (src/entry.mjs). Anyone may send it; it only fails their own request.
@@ -132,7 +134,9 @@ fn with_board<T>(shards: u32, f: impl FnOnce(&mut Board) -> T) -> T {
 }
 
 /// Makes a call on one shard, logging any failure with what failed, and
-/// notes what the reply says of the shard's pools.
+/// notes what the reply says of the shard's pools. If the matcher has not
+/// replied after `wait_ms` (and a little), the request gets its endpoint's
+/// failure reply.
 async fn ask<C: Call>(
     env: &Env,
     config: Option<&Config>,
@@ -141,7 +145,32 @@ async fn ask<C: Call>(
     caller: &Caller,
     wait_ms: u64,
 ) -> std::result::Result<C::Reply, CallError> {
-    caller.guard(wait_ms.saturating_add(GUARD_MS));
+    let guarded = caller.guard(wait_ms.saturating_add(GUARD_MS));
+    let timeout = (!guarded).then_some(wait_ms);
+    call_shard(env, config, shard, call, caller, timeout).await
+}
+
+/// [`ask`] for a call the request can do without: after `wait_ms` it fails
+/// with `NoReplyInTime` and the request goes on.
+async fn ask_briefly<C: Call>(
+    env: &Env,
+    config: Option<&Config>,
+    shard: u32,
+    call: &C,
+    caller: &Caller,
+    wait_ms: u64,
+) -> std::result::Result<C::Reply, CallError> {
+    call_shard(env, config, shard, call, caller, Some(wait_ms)).await
+}
+
+async fn call_shard<C: Call>(
+    env: &Env,
+    config: Option<&Config>,
+    shard: u32,
+    call: &C,
+    caller: &Caller,
+    timeout: Option<u64>,
+) -> std::result::Result<C::Reply, CallError> {
     let shards = config.map_or(1, |c| c.matcher_shards);
     let reply = js::call(
         env,
@@ -149,7 +178,7 @@ async fn ask<C: Call>(
         &shard_name(shard),
         call,
         &caller.signal,
-        wait_ms,
+        timeout,
     )
     .await;
     let now = now_ms();
@@ -238,7 +267,7 @@ async fn period_key(env: &Env, config: &Config, caller: &Caller) -> Option<IpHas
         PeriodKeyState::FailedUntil(until) if until > now => return None,
         _ => {}
     }
-    let key = ask(env, Some(config), 0, &PeriodKeyRequest, caller, KEY_CALL_MS).await;
+    let key = ask_briefly(env, Some(config), 0, &PeriodKeyRequest, caller, KEY_CALL_MS).await;
     let known = key.ok().and_then(|key| {
         let hasher = IpHasher::from_hex(&key.key)?;
         Some((key.end.saturating_mul(1000), hasher))
@@ -477,17 +506,17 @@ async fn proxy(
     // A refusal the matcher gave this address a moment ago is given here
     // again without a matcher request, and tallied for the shard to count
     // with the next poll sent to it (src/refusals.rs).
-    if let Some(ip) = ip {
-        let seen = PollSeen {
-            ip,
-            pool,
-            nat: poll.nat,
-            proxy_type: poll.proxy_type,
-            with_relay_pattern,
-            country: country.as_deref(),
-            shard,
-        };
-        if let Some(reply) = REFUSALS.with(|r| r.borrow_mut().refuse(&seen, at)) {
+    let seen = ip.map(|ip| PollSeen {
+        ip,
+        pool,
+        nat: poll.nat,
+        proxy_type: poll.proxy_type,
+        with_relay_pattern,
+        country: country.as_deref(),
+        shard,
+    });
+    if let Some(seen) = &seen {
+        if let Some(reply) = REFUSALS.with(|r| r.borrow_mut().refuse(seen, at)) {
             return handlers::proxy_poll_reply(config, &reply, config.next_poll_ms);
         }
     }
@@ -495,6 +524,20 @@ async fn proxy(
         (Some(ip), Some(hasher)) => Some(ProxyAddress::Key(hasher.key(ip))),
         (ip, _) => ip.map(ProxyAddress::Ip),
     };
+    // So is a poll to a shard that just reported itself full: past
+    // capacity a refusal costs no hop (README, "Overload").
+    // (Not a poll that replaces one of this isolate's under its Sid: the
+    // shard takes that one even when full.)
+    if let Some(seen) = &seen {
+        let full = with_board(config.matcher_shards, |b| {
+            b.full(shard, config.max_parked_polls, at)
+        }) && !IN_FLIGHT.with(|f| f.borrow().holds(&poll.sid, at));
+        if full {
+            if let Some(reply) = REFUSALS.with(|r| r.borrow_mut().refuse_full(seen, address)) {
+                return handlers::proxy_poll_reply(config, &reply, config.next_poll_ms);
+            }
+        }
+    }
     let deadline = at.saturating_add(config.proxy_poll_timeout_ms);
     with_board(config.matcher_shards, |b| {
         b.note_poll(shard, poll.nat, poll.clients, deadline)
@@ -508,9 +551,15 @@ async fn proxy(
         },
         at: Some(at),
         refused_meanwhile: REFUSALS.with(|r| r.borrow_mut().take(shard)),
+        refused_addresses: REFUSALS.with(|r| r.borrow_mut().take_addresses(shard)),
     };
     let wait = config.proxy_poll_timeout_ms.saturating_add(MARGIN_MS);
-    match ask(env, Some(config), shard, &request, caller, wait).await {
+    let sid = request.poll.sid.clone();
+    let until = at.saturating_add(wait).saturating_add(GUARD_MS);
+    IN_FLIGHT.with(|f| f.borrow_mut().begin(&sid, until, at));
+    let reply = ask(env, Some(config), shard, &request, caller, wait).await;
+    IN_FLIGHT.with(|f| f.borrow_mut().end(&sid));
+    match reply {
         Ok(reply) => {
             let now = now_ms();
             if let Some(ip) = ip {
@@ -526,6 +575,8 @@ async fn proxy(
 thread_local! {
     /// This isolate's memory of polls the matcher refused at once.
     static REFUSALS: std::cell::RefCell<RecentRefusals> = std::cell::RefCell::default();
+    /// This isolate's polls now with a shard, by Sid.
+    static IN_FLIGHT: std::cell::RefCell<PollsInFlight> = std::cell::RefCell::default();
 }
 
 /// What the Worker knows of a `/client` request besides its body.

@@ -263,6 +263,46 @@ describe("NEXT_POLL_MS and MAX_PARKED_POLLS", () => {
   });
 });
 
+describe("past MAX_PARKED_POLLS, refusing costs no matcher request", () => {
+  let b;
+  before(async () => {
+    b = await startBroker({ NEXT_POLL_MS: "1234", MAX_PARKED_POLLS: "2", PROXY_POLL_TIMEOUT_MS: "3000", MATCHER_SHARDS: "1" });
+  });
+  after(() => b?.close());
+
+  /** How many /poll calls the one shard has served (snowflake_matcher_shard_requests_total). */
+  async function shardPolls() {
+    const text = (await b.get("/prometheus")).text;
+    const line = text.split("\n").find((l) => l.startsWith('snowflake_matcher_shard_requests_total{call="poll",shard="0"} '));
+    assert.ok(line, `no poll request count in\n${text}`);
+    return Number(line.split(" ")[1]);
+  }
+
+  test("once the shard has said it is full, polls are refused in the Worker for a moment, with the same reply; a replacement under a parked Sid still reaches it", async () => {
+    const s2 = newSid("two");
+    await b.park({ sid: newSid("one"), nat: "open" });
+    const second = await b.park({ sid: s2, nat: "open" });
+    // Every reply from the shard (here the /prometheus read) says what it holds: full.
+    const base = await shardPolls();
+    // For the next second the Worker refuses by itself, byte for byte as the shard does.
+    for (let i = 0; i < 6; i++) {
+      const res = await b.proxy({ sid: newSid() });
+      assertText(res, 200, noMatch(30000), { cors: true });
+      assert.ok(res.ms < 500, `refused at once, not after ${res.ms} ms`);
+    }
+    assert.equal(await shardPolls(), base, "refused without a matcher request");
+    // This isolate sent s2's poll: its replacement goes to the shard, which takes it.
+    const replacement = b.proxy({ sid: s2, nat: "open" });
+    assertText(await second.response, 200, noMatch(1234), { cors: true });
+    assert.equal(await shardPolls(), base + 1);
+    // Past the moment, the shard is asked again (and counts what was refused meanwhile).
+    await sleep(1100);
+    assertText(await b.proxy({ sid: newSid() }), 200, noMatch(30000), { cors: true });
+    assert.equal(await shardPolls(), base + 2);
+    assertText(await replacement, 200, noMatch(1234), { cors: true });
+  });
+});
+
 describe("other settings", () => {
   let b;
   before(async () => {

@@ -16,7 +16,7 @@ export WRANGLER_SEND_METRICS := false
 # Offline: do not try to download the `request.cf` sample (an 8 s stall).
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools geoip promtool moto build build-fault test-native test-fuzz test-worker test-e2e lint deploy-check clean sim
+.PHONY: help dev test tools geoip promtool moto build build-fault build-floor test-native test-fuzz test-worker test-e2e lint deploy-check clean sim
 
 help:
 	@echo "make dev   - build and serve the broker on http://127.0.0.1:8787/"
@@ -100,6 +100,12 @@ build: tools
 build-fault: tools
 	$(BIN)/worker-build --release --no-opt --out-dir build/fault . --features fault-injection
 	cp src/entry.mjs build/fault/entry.mjs
+
+# NOT the broker: the benchmark's floor (bench/floor/README.md), a minimal matcher to measure
+# the broker against: bench/floor/build/entry.mjs around index.js + index_bg.wasm.
+build-floor: tools
+	cd bench/floor && $(BIN)/worker-build --release
+	cp bench/floor/entry.mjs bench/floor/build/entry.mjs
 
 # wrangler runs the [build] command (make build) itself before serving.
 dev: tools .dev.vars

@@ -10,6 +10,7 @@
 import http from "node:http";
 import https from "node:https";
 import fs from "node:fs";
+import os from "node:os";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
@@ -20,9 +21,10 @@ const HELP = `Usage: node bench/loadgen.mjs [options]
 Plays --proxies simulated Snowflake proxies (each long-polls POST /proxy in a loop and answers
 every offer it gets at once with POST /answer) and open-loop clients arriving at
 --clients-per-second (each posts an offer to POST /client and waits for its answer) against a
-broker, then prints what happened. Every client checks that the answer it got is the one the
-proxy produced for its own offer (a unique token travels in the SDP); a wrong one counts as
-a mismatch.
+broker, then prints what happened. With --client-concurrency N the clients are closed-loop
+instead: N client slots, each posting its next offer as soon as its last one ended. Every
+client checks that the answer it got is the one the proxy produced for its own offer (a
+unique token travels in the SDP); a wrong one counts as a mismatch.
 
 Target
   --url URL                   broker base URL (default http://127.0.0.1:8787/); requests go
@@ -30,6 +32,13 @@ Target
 Load
   --proxies N                 concurrent simulated proxies (default 100)
   --clients-per-second R      client arrival rate, open loop (default 10; 0 = proxies only)
+  --client-concurrency N      closed loop instead (default 0 = off): N client slots, each posts
+                              an offer, waits for its answer (or its failure) and at once posts
+                              the next, for --duration seconds; matches/s is then the broker's
+                              max rendezvous rate at --proxies proxies. --clients-per-second,
+                              --arrivals and --max-clients-in-flight are ignored. After a
+                              network or HTTP error a slot waits --error-backoff-ms (a broker
+                              refusing connections would otherwise be hammered in a hot loop)
   --duration S                measured window in seconds (default 20)
   --arrivals uniform|poisson  client inter-arrival times (default uniform)
   --proxy-nat MIX             proxies' NAT types, e.g. "unrestricted" (default) or
@@ -95,6 +104,7 @@ try {
       url: { type: "string", default: "http://127.0.0.1:8787/" },
       proxies: { type: "string", default: "100" },
       "clients-per-second": { type: "string", default: "10" },
+      "client-concurrency": { type: "string", default: "0" },
       duration: { type: "string", default: "20" },
       arrivals: { type: "string", default: "uniform" },
       "proxy-nat": { type: "string", default: "unrestricted" },
@@ -177,6 +187,7 @@ try {
 const opt = {
   proxies: num("proxies", { integer: true, max: 100000 }),
   rate: num("clients-per-second", { max: 100000 }),
+  concurrency: num("client-concurrency", { integer: true, max: 100000 }),
   duration: num("duration", { min: 0.1, max: 86400 }),
   arrivals: parsed.arrivals,
   proxyNat: natMix("proxy-nat"),
@@ -207,12 +218,14 @@ if (opt.arrivals !== "uniform" && opt.arrivals !== "poisson") fail("--arrivals m
 if (opt.refusedWait !== "next-poll" && !(Number(opt.refusedWait) >= 0)) {
   fail("--refused-wait must be next-poll or a number of milliseconds");
 }
+const closedLoop = opt.concurrency > 0;
 const progressOut = opt.json ? process.stderr : process.stdout;
 
 // Each open request holds a socket (a file descriptor): warn when the limit is close.
 try {
   const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync("/proc/self/limits", "utf8"));
-  const need = opt.proxies + Math.ceil(opt.rate * (opt.clientTimeoutMs / 1000)) + 100;
+  const need =
+    opt.proxies + (closedLoop ? opt.concurrency : Math.ceil(opt.rate * (opt.clientTimeoutMs / 1000))) + 100;
   if (m && Number(m[1]) < opt.proxies + 100) {
     console.error(`loadgen: warning: open-file limit ${m[1]} is below ${opt.proxies} proxies; raise it (ulimit -n)`);
   } else if (m && Number(m[1]) < need) {
@@ -524,12 +537,17 @@ let answersInFlight = 0;
 let firstNetError = null; // the moment the first network error happened, and what was open
 const latAnswered = []; // ms, answered clients
 const latAll = []; // ms, every client that got an HTTP response
+// ms, polls answered "no match" at their deadline, and refused at once (matcher full): how
+// well deadlines hold and how cheap refusals are under load.
+const latPollNoMatch = [];
+const latPollRefused = [];
 let intervalLat = []; // ms, answered clients since the last progress line
 
 // ---------------------------------------------------------------------------------------------
 // Phases and stopping.
 
 const t0 = performance.now();
+const startedAt = new Date().toISOString();
 const now = () => performance.now() - t0; // ms since start
 const windowStart = (opt.ramp + opt.warmup) * 1000;
 const windowEnd = windowStart + opt.duration * 1000;
@@ -639,10 +657,12 @@ async function proxyLoop(i) {
       const next = Number(msg.NextPoll);
       if (Number.isFinite(next) && next > opt.nextPollMs) {
         c.pollRefused += 1;
+        latPollRefused.push(res.ms);
         await sleep(opt.refusedWait === "next-poll" ? next : Number(opt.refusedWait));
         continue;
       }
       c.pollNoMatch += 1;
+      latPollNoMatch.push(res.ms);
     } else if (status === "incorrect relay pattern") {
       c.pollBadPattern += 1;
       await sleep(Math.max(1000, opt.errorBackoffMs));
@@ -736,6 +756,7 @@ async function answer(sid, token, from) {
 // ---------------------------------------------------------------------------------------------
 // Clients.
 
+/** One client; resolves to "error" after a network or HTTP error, else to "done". */
 async function client(i) {
   const token = `${RUN}-${i}`;
   const nat = pickNat(opt.clientNat, i);
@@ -754,7 +775,7 @@ async function client(i) {
       else bump(c.clientNet, netKey(e, "/client"));
     }
     clientsInFlight -= 1;
-    return;
+    return e.code === "GEN_TIMEOUT" ? "done" : "error";
   }
   clientsInFlight -= 1;
   c.clientsDone += 1;
@@ -770,14 +791,14 @@ async function client(i) {
   }
   if (res.status !== 200) {
     bump(c.clientHttp, String(res.status));
-    return;
+    return "error";
   }
   let msg;
   try {
     msg = JSON.parse(res.text);
   } catch {
     bump(c.clientOtherError, "unparseable body");
-    return;
+    return "done";
   }
   if (typeof msg.answer === "string" && msg.answer !== "") {
     if (tokenOf(msg.answer) === token) {
@@ -794,9 +815,14 @@ async function client(i) {
   } else {
     bump(c.clientOtherError, String(msg.error ?? res.text.slice(0, 80)));
   }
+  return "done";
 }
 
 async function arrivals() {
+  if (closedLoop) {
+    closedLoopSlots();
+    return;
+  }
   if (opt.rate <= 0) return;
   const gap = () => (opt.arrivals === "poisson" ? -Math.log(1 - Math.random()) : 1) * (1000 / opt.rate);
   let next = windowStart;
@@ -817,6 +843,25 @@ async function arrivals() {
     if (next >= windowEnd) break;
     await delay(Math.max(1, Math.min(5, next - now())));
   }
+}
+
+/**
+ * Closed loop: --client-concurrency slots, each launching its next client as soon as the last
+ * one ended, while the window is open (the last one of each slot ends in the drain, as late
+ * open-loop clients do). Started, not awaited: the window closes on time.
+ */
+let nextClient = 0;
+function closedLoopSlots() {
+  const slot = async () => {
+    while (now() < windowEnd) {
+      c.clientsLaunched += 1;
+      const outcome = await client(nextClient++);
+      if (outcome === "error" && opt.errorBackoffMs > 0) {
+        await delay(Math.min(opt.errorBackoffMs, windowEnd - now()));
+      }
+    }
+  };
+  for (let k = 0; k < opt.concurrency; k++) slot();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -966,22 +1011,26 @@ for (let j = 0; j < opt.floodPolls; j++) {
 
 // The window: counters at its two ends give the rates.
 await delay(windowStart - now());
+// CPU and /proc are read at the window's very edges, before the /prometheus reads: under
+// overload those wait seconds behind the broker's queue, which would stretch the CPU interval
+// past the window (CPU above 100% of a pinned core).
 const snapStart = { polls: c.polls, match: c.pollMatch, answers: c.answers, clients: c.clientsLaunched, t: now() };
-const shardsStart = await shardRequests();
 const cpuStart = process.cpuUsage();
 const eluStart = performance.eventLoopUtilization();
 const procStart = watched.length ? readProc() : null;
 const coresStart = readCores();
 const loadStart = loadavg();
-await arrivals();
+const arriving = arrivals(); // (starts the clients at once; the /prometheus read runs beside)
+const shardsStart = await shardRequests();
+await arriving;
 await delay(windowEnd - now());
 const snapEnd = { polls: c.polls, match: c.pollMatch, answers: c.answers, clients: c.clientsLaunched, t: now() };
-const shardsEnd = await shardRequests();
 const cpuEnd = process.cpuUsage(cpuStart);
 const elu = performance.eventLoopUtilization(eluStart);
 const procEnd = watched.length ? readProc() : null;
 const coresEnd = readCores();
 const loadEnd = loadavg();
+const shardsEnd = await shardRequests();
 
 // Drain: proxies keep polling while clients still wait, then stop polling; their open polls
 // end by themselves (the broker's poll timeout) unless the hard deadline comes first.
@@ -1020,11 +1069,16 @@ const shardNote = [debugBefore, debugAfter]
 const report = {
   label: opt.label || undefined,
   url: base.href,
+  started_at: startedAt,
   settings: {
     proxies: opt.proxies,
-    clients_per_second: opt.rate,
+    // "open-loop": clients arrive at clients_per_second; "closed-loop": client_concurrency
+    // slots each post their next offer as soon as the last one ended (clients_per_second null).
+    client_mode: closedLoop ? "closed-loop" : "open-loop",
+    client_concurrency: closedLoop ? opt.concurrency : null,
+    clients_per_second: closedLoop ? null : opt.rate,
     duration_s: opt.duration,
-    arrivals: opt.arrivals,
+    arrivals: closedLoop ? "closed-loop" : opt.arrivals,
     proxy_nat: Object.fromEntries(opt.proxyNat.map((m) => [m.nat, r1(m.share * 100) / 100])),
     client_nat: Object.fromEntries(opt.clientNat.map((m) => [m.nat, r1(m.share * 100) / 100])),
     fresh_client_connections: parsed["fresh-client-connections"],
@@ -1039,8 +1093,9 @@ const report = {
     polls_per_s: r1((snapEnd.polls - snapStart.polls) / win),
     matches_per_s: r1((snapEnd.match - snapStart.match) / win),
     answers_per_s: r1((snapEnd.answers - snapStart.answers) / win),
-    // Arrivals follow a schedule over exactly --duration seconds, even when timers run late.
-    clients_per_s: r1((c.clientsLaunched + c.clientsSkipped) / opt.duration),
+    // Arrivals follow a schedule over exactly --duration seconds, even when timers run late;
+    // closed-loop clients are launched while the window is open.
+    clients_per_s: r1(closedLoop ? c.clientsLaunched / win : (c.clientsLaunched + c.clientsSkipped) / opt.duration),
     answered_per_s: r1(c.answered / win),
   },
   polls: {
@@ -1093,6 +1148,8 @@ const report = {
     answered: lat(latAnswered),
     all_responses: lat(latAll),
     network_errors_after: lat(netErrorMs.sort((a, b) => a - b)),
+    poll_no_match: lat(latPollNoMatch.sort((a, b) => a - b)),
+    poll_refused: lat(latPollRefused.sort((a, b) => a - b)),
   },
   first_network_error: firstNetError,
   requests_sent: {
@@ -1142,6 +1199,8 @@ const report = {
         : null,
     loadavg_at_window_start: loadStart,
     loadavg_at_window_end: loadEnd,
+    cores: os.cpus().length,
+    cpu_model: os.cpus()[0]?.model?.trim() ?? null,
   },
   broker_debug: { before: debugBefore, after: debugAfter },
 };
@@ -1175,8 +1234,11 @@ if (opt.json) {
   const L = R.latency_ms;
   const out = [];
   out.push(`snowflake broker load test${R.label ? ` (${R.label})` : ""}: ${R.url}`);
+  const clientsWhat = closedLoop
+    ? `${opt.concurrency} closed-loop clients (each posts its next offer as soon as its last one ended)`
+    : `${opt.rate} clients/s ${opt.arrivals}`;
   out.push(
-    `  ${opt.proxies} proxies (NAT ${parsed["proxy-nat"]}), ${opt.rate} clients/s ${opt.arrivals} (NAT ${parsed["client-nat"]}); ` +
+    `  ${opt.proxies} proxies (NAT ${parsed["proxy-nat"]}), ${clientsWhat} (NAT ${parsed["client-nat"]}); ` +
       `window ${R.window_s} s after ${opt.ramp + opt.warmup} s ramp/warm-up`,
   );
   out.push(
@@ -1185,7 +1247,12 @@ if (opt.json) {
       `abandoned by the edge ${c.pollAbandoned}; ` +
       `HTTP errors ${fmtMap(c.pollHttp)}; network errors ${fmtMap(c.pollNet)})`,
   );
-  out.push(`matches          ${R.rates.matches_per_s}/s`);
+  out.push(
+    `matches          ${R.rates.matches_per_s}/s` +
+      (closedLoop
+        ? `  (closed loop, ${opt.concurrency} client slots: the broker's max rendezvous rate at ${opt.proxies} proxies)`
+        : ""),
+  );
   if (R.flood) {
     out.push(
       `flood            ${R.flood.concurrent} polls at once from ${R.flood.address}: ${R.flood.polls} polls, ` +
@@ -1207,6 +1274,10 @@ if (opt.json) {
   out.push(
     `client latency   answered: p50 ${L.answered.p50} p90 ${L.answered.p90} p99 ${L.answered.p99} max ${L.answered.max} ms ` +
       `(all responses: p50 ${L.all_responses.p50} p99 ${L.all_responses.p99} max ${L.all_responses.max} ms)`,
+  );
+  out.push(
+    `poll latency     no match: p50 ${L.poll_no_match.p50} p99 ${L.poll_no_match.p99} max ${L.poll_no_match.max} ms; ` +
+      `refused (full): p50 ${L.poll_refused.p50} p99 ${L.poll_refused.p99} max ${L.poll_refused.max} ms`,
   );
   if (L.network_errors_after.n) {
     const E = L.network_errors_after;

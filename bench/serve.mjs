@@ -24,6 +24,9 @@
 // WORKERD_VERBOSE=1 (with --runtime workerd) adds workerd's --verbose: its own diagnostics
 // (uncaught exceptions, broken connections) go to --log beside the Worker's lines.
 //
+// WORKERD_V8_FLAGS="--perf-basic-prof" (with --runtime workerd) passes V8 flags to workerd;
+// that one writes /tmp/perf-<pid>.map so `perf report` names JavaScript and wasm frames.
+//
 // WORKERD_INSPECTOR=127.0.0.1:9229 (with --runtime workerd) opens V8's inspector there, for
 // heap figures and snapshots of the running isolates (bench/heap.mjs reads them).
 //
@@ -107,6 +110,8 @@ async function serveWorkerd() {
   fs.symlinkSync(path.join(built, "index_bg.wasm"), path.join(dir, "index_bg.wasm"));
   fs.symlinkSync(path.join(root, "tests/support/edge.mjs"), path.join(dir, "edge.mjs"));
   const port = Number(values.port) || (await freePort());
+  // e.g. WORKERD_V8_FLAGS="--perf-basic-prof" for `perf record` (bench/README.md, "Profiling").
+  const v8Flags = (process.env.WORKERD_V8_FLAGS ?? "").split(/\s+/).filter(Boolean);
   const vars = Object.entries(bindings).map(([k, v]) => `    (name = ${capnpString(k)}, text = ${capnpString(v)}),\n`).join("");
   fs.writeFileSync(
     path.join(dir, "config.capnp"),
@@ -118,6 +123,7 @@ const config :Workerd.Config = (
     (name = "do-disk", disk = (path = ${capnpString(path.join(dir, "do"))}, writable = true)),
   ],
   sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
+  v8Flags = [${v8Flags.map(capnpString).join(", ")}],
 );
 const edge :Workerd.Worker = (
   modules = [ (name = "edge.mjs", esModule = embed "edge.mjs") ],

@@ -24,12 +24,15 @@ const { values } = parseArgs({
   },
 });
 
+const CALL_MS = 60_000;
+
 /** One inspector session: `call(method, params)` resolves with the result. */
 async function session(url) {
   const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 2 ** 31 });
   await new Promise((resolve, reject) => {
-    ws.once("open", resolve);
-    ws.once("error", reject);
+    const timer = setTimeout(() => reject(new Error(`${url}: no connection within ${CALL_MS} ms`)), CALL_MS);
+    ws.once("open", () => (clearTimeout(timer), resolve()));
+    ws.once("error", (e) => (clearTimeout(timer), reject(e)));
   });
   let next = 1;
   const pending = new Map();
@@ -44,10 +47,19 @@ async function session(url) {
       else resolve(msg.result);
     }
   });
+  // Bounded: an inspector that never answers (it was seen to, once) must not hang the run.
   const call = (method, params = {}) =>
     new Promise((resolve, reject) => {
       const id = next++;
-      pending.set(id, { resolve, reject });
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new Error(`${method}: no answer from the inspector within ${CALL_MS} ms`));
+      }, CALL_MS);
+      const settle = (f) => (v) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      pending.set(id, { resolve: settle(resolve), reject: settle(reject) });
       ws.send(JSON.stringify({ id, method, params }));
     });
   return { call, chunks, close: () => ws.close() };
@@ -56,7 +68,7 @@ async function session(url) {
 const mb = (n) => Math.round((n / 1048576) * 10) / 10;
 
 async function reading() {
-  const targets = await (await fetch(`http://${values.inspector}/json/list`)).json();
+  const targets = await (await fetch(`http://${values.inspector}/json/list`, { signal: AbortSignal.timeout(CALL_MS) })).json();
   for (const [i, target] of targets.entries()) {
     const s = await session(target.webSocketDebuggerUrl);
     try {

@@ -18,8 +18,11 @@
 //! ([`RecentRefusals::take`]); only the tally of an isolate that ends first
 //! is lost.
 //!
-//! Addresses are kept only in memory, for at most [`REMEMBER_MS`], and only
-//! as the prefix the matcher counts by (an IPv6 /64); never stored or logged.
+//! Addresses are kept only in memory and never stored or logged: refused
+//! ones for at most [`REMEMBER_MS`], as the prefix the matcher counts by (an
+//! IPv6 /64); those of polls refused as full (at most [`ADDRESS_CAPACITY`])
+//! until the next poll to their shard carries them there, as a poll carries
+//! its own (hashed with the period key when there are several shards).
 
 use crate::matcher::api::{ProxyAddress, RefusedAddress};
 use crate::matcher::PollReply;

@@ -247,6 +247,12 @@ level_tag() {
   if [[ $load == c* ]]; then echo "p${1%%:*}-n${load#c}"; else echo "p${1%%:*}-c$load"; fi
 }
 
+# Every report of the run as one table, text and Markdown.
+write_tables() {
+  node bench/table.mjs "${REPORTS[@]}" | tee "$OUT/table.txt"
+  node bench/table.mjs --markdown "${REPORTS[@]}" >"$OUT/table.md"
+}
+
 if [[ -z $COMPARE ]]; then
   for shards in "${SHARD_COUNTS[@]}"; do
     for level in "${LEVELS[@]}"; do
@@ -257,8 +263,7 @@ if [[ -z $COMPARE ]]; then
   done
   echo
   echo "== results ($OUT)"
-  node bench/table.mjs "${REPORTS[@]}" | tee "$OUT/table.txt"
-  node bench/table.mjs --markdown "${REPORTS[@]}" >"$OUT/table.md"
+  write_tables
   exit 0
 fi
 
@@ -287,8 +292,7 @@ done
 
 echo
 echo "== every run ($OUT/table.txt)"
-node bench/table.mjs "${REPORTS[@]}" | tee "$OUT/table.txt"
-node bench/table.mjs --markdown "${REPORTS[@]}" >"$OUT/table.md"
+write_tables
 echo
 echo "== floor vs broker ($OUT/compare.txt, compare.md, compare.json)"
 node bench/compare.mjs --headline-rate "$HEADLINE_RATE" "$OUT"

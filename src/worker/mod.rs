@@ -150,19 +150,10 @@ async fn ask<C: Call>(
     call_shard(env, config, shard, call, caller, timeout).await
 }
 
-/// [`ask`] for a call the request can do without: after `wait_ms` it fails
-/// with `NoReplyInTime` and the request goes on.
-async fn ask_briefly<C: Call>(
-    env: &Env,
-    config: Option<&Config>,
-    shard: u32,
-    call: &C,
-    caller: &Caller,
-    wait_ms: u64,
-) -> std::result::Result<C::Reply, CallError> {
-    call_shard(env, config, shard, call, caller, Some(wait_ms)).await
-}
-
+/// [`ask`] without the guard: the call is abandoned after `timeout` ms
+/// (None: never; the caller's guard bounds it). A call the request can do
+/// without passes its own timeout, fails with `NoReplyInTime`, and the
+/// request goes on.
 async fn call_shard<C: Call>(
     env: &Env,
     config: Option<&Config>,
@@ -267,7 +258,15 @@ async fn period_key(env: &Env, config: &Config, caller: &Caller) -> Option<IpHas
         PeriodKeyState::FailedUntil(until) if until > now => return None,
         _ => {}
     }
-    let key = ask_briefly(env, Some(config), 0, &PeriodKeyRequest, caller, KEY_CALL_MS).await;
+    let key = call_shard(
+        env,
+        Some(config),
+        0,
+        &PeriodKeyRequest,
+        caller,
+        Some(KEY_CALL_MS),
+    )
+    .await;
     let known = key.ok().and_then(|key| {
         let hasher = IpHasher::from_hex(&key.key)?;
         Some((key.end.saturating_mul(1000), hasher))
